@@ -1,0 +1,51 @@
+# em-orchestrator: the two commands of the README, and a few helpers.
+#   make demo   - create .venv, install everything, run the main job on the embedded default
+#   make test   - install test extras and system packages, start test infrastructure, run pytest
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv install-test system-deps infra-up infra-down lint bench-quick clean
+
+$(PY):
+	@$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: installing python3-venv"; \
+	  apt-get -o DPkg::Lock::Timeout=600 install -y python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(PIP) install -q --upgrade pip
+
+$(STAMP): $(PY) pyproject.toml $(wildcard plugins/*/pyproject.toml) tests/plugin_testkit/pyproject.toml
+	$(PIP) install -q -e '.[postgres]'
+	@for p in plugins/*/; do [ -f "$$p/pyproject.toml" ] && $(PIP) install -q -e "$$p" || true; done
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/demo.py --project demo-project
+
+install-test: $(STAMP)
+	$(PIP) install -q -e '.[test,postgres]'
+	$(PIP) install -q -e tests/plugin_testkit
+
+system-deps:
+	bash tests/infra/system-deps.sh
+
+infra-up: system-deps
+	bash tests/infra/postgres.sh start
+
+infra-down:
+	-bash tests/infra/postgres.sh stop
+
+test: install-test infra-up
+	ORCH_TEST_PG_URL="$$(bash tests/infra/postgres.sh url)" $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install-test
+	$(VENV)/bin/ruff check orchestrator tests bench plugins
+
+bench-quick: $(STAMP)
+	$(PY) bench/sets.py --quick
+
+clean:
+	rm -rf $(VENV) demo-project .infra

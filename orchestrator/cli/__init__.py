@@ -1,0 +1,74 @@
+"""The ``orch`` command.
+
+Each sub-command lives in its own module under ``orchestrator.cli`` and exposes
+``register(subparsers)``, which adds its parser and sets ``handler`` to a function
+``handler(args) -> int``. Listing the modules here (not scanning) keeps start-up fast
+and the command set explicit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from orchestrator import __version__
+from orchestrator.errors import OrchestratorError
+
+COMMAND_MODULES: tuple[str, ...] = (
+    "orchestrator.cli.project_cmd",
+    "orchestrator.cli.sets_cmd",
+    "orchestrator.cli.plugins_cmd",
+    "orchestrator.cli.run_cmd",
+    "orchestrator.cli.status_cmd",
+)
+
+EPILOG = """examples:
+  orch project create myproj            create a project folder with its store
+  orch project list --json              list known projects as JSON
+  orch plugins                          list installed plugins and their state
+  orch run myproj emtools.simulate n_particles=500
+  orch status myproj                    runs and steps, read from the store alone
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orch",
+        description="em-orchestrator: run cryo-EM protocols on local, SSH and cluster hosts.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"orch {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # a command whose module is not written yet
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(handler(args) or 0)
+    except OrchestratorError as exc:
+        print(f"orch: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("orch: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
