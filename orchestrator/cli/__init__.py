@@ -13,6 +13,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from sqlalchemy.exc import DatabaseError
+
 from orchestrator import __version__
 from orchestrator.errors import OrchestratorError
 
@@ -65,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OrchestratorError as exc:
         print(f"orch: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except DatabaseError as exc:  # a store that broke after it was opened (disk full, damage)
+        print(f"orch: error: project store: {exc.orig or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("orch: interrupted", file=sys.stderr)
         return 130

@@ -43,7 +43,7 @@ def create_schema(engine: Engine) -> None:
         statements = _PG_APPEND_ONLY if engine.dialect.name == "postgresql" else _SQLITE_APPEND_ONLY
         for statement in statements:
             conn.execute(text(statement))
-        existing = dict(conn.execute(select(SchemaInfo.key, SchemaInfo.value)).tuples().all())
+        existing = dict(conn.execute(select(SchemaInfo.key, SchemaInfo.value)).all())
         if not existing:
             conn.execute(SchemaInfo.__table__.insert(), [
                 {"key": "app", "value": APP_NAME},
@@ -55,7 +55,7 @@ def stored_version(conn: Connection, where: str) -> int:
     """The schema version of an existing store; NotAStoreError if it is not one."""
     if not inspect(conn).has_table("schema_info"):
         raise NotAStoreError(f"{where}: not an em-orchestrator project store (no schema_info table)")
-    info = dict(conn.execute(select(SchemaInfo.key, SchemaInfo.value)).tuples().all())
+    info = dict(conn.execute(select(SchemaInfo.key, SchemaInfo.value)).all())
     if info.get("app") != APP_NAME or "schema_version" not in info:
         raise NotAStoreError(f"{where}: not an em-orchestrator project store (schema_info says {info})")
     return int(info["schema_version"])

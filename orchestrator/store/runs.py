@@ -180,7 +180,7 @@ class StepTable(_Table):
                 for s in steps]
         with self._write() as conn, conn.begin():
             conn.execute(insert(_STEPS), rows)
-            ids = conn.execute(select(_STEPS.c.name, _STEPS.c.id).where(_STEPS.c.run_id == run_id)).tuples()
+            ids = conn.execute(select(_STEPS.c.name, _STEPS.c.id).where(_STEPS.c.run_id == run_id))
             return dict(ids.all())
 
     def list(self, run_id: int, states: Iterable[StepState] | None = None) -> list[StepRecord]:
@@ -200,7 +200,7 @@ class StepTable(_Table):
     def counts(self, run_id: int) -> dict[str, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(_STEPS.c.state, func.count()).where(_STEPS.c.run_id == run_id)
-                                .group_by(_STEPS.c.state)).tuples()
+                                .group_by(_STEPS.c.state))
             return dict(rows.all())
 
     def update(self, step_id: int, **fields: Any) -> None:
@@ -217,7 +217,7 @@ class StepTable(_Table):
             return
         with self._write() as conn, conn.begin():
             run_ids = dict(conn.execute(select(_STEPS.c.id, _STEPS.c.run_id)
-                                        .where(_STEPS.c.id.in_([c.step_id for c in changes]))).tuples().all())
+                                        .where(_STEPS.c.id.in_([c.step_id for c in changes]))).all())
             for change in changes:
                 values = {"state": change.state.value, **change.fields}
                 conn.execute(update(_STEPS).where(_STEPS.c.id == change.step_id).values(**values))

@@ -218,6 +218,7 @@ class SetColumnChunk(Base):
     chunk_no: Mapped[int] = mapped_column(Integer, primary_key=True)
     column: Mapped[str] = mapped_column(String(64), primary_key=True)
     n_items: Mapped[int] = mapped_column(Integer)
+    item_size: Mapped[int] = mapped_column(Integer)
     data: Mapped[bytes] = mapped_column(LargeBinary)
     min_value: Mapped[float | None] = mapped_column(Float)
     max_value: Mapped[float | None] = mapped_column(Float)
@@ -234,7 +235,10 @@ class SetString(Base):
 
 
 class SetIndexEntry(Base):
-    """Which chunks hold a value of an indexed column: equality queries read only those."""
+    """Where a value of an indexed column sits: its chunks, and its first and last row in each.
+
+    Equality queries read only those chunks, and of each column only that row range.
+    """
 
     __tablename__ = "set_index"
     set_id: Mapped[int] = mapped_column(ForeignKey("sets.id", ondelete="CASCADE"), primary_key=True)
@@ -242,6 +246,8 @@ class SetIndexEntry(Base):
     value: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     chunk_no: Mapped[int] = mapped_column(Integer, primary_key=True)
     count: Mapped[int] = mapped_column(Integer)
+    first_row: Mapped[int] = mapped_column(Integer)
+    last_row: Mapped[int] = mapped_column(Integer)
 
 
 Index("ix_events_time", Event.time)

@@ -82,10 +82,13 @@ def index_entries(set_id: int, chunk_no: int, schema: ItemSchema, columns: Colum
     """Rows of ``set_index`` for one chunk: each distinct value of each indexed column."""
     rows: list[dict[str, Any]] = []
     for name in schema.indexed:
-        values, counts = np.unique(columns[name], return_counts=True)
+        column = columns[name]
+        values, first, counts = np.unique(column, return_index=True, return_counts=True)
+        last = len(column) - 1 - np.unique(column[::-1], return_index=True)[1]
         rows.extend(
-            {"set_id": set_id, "column": name, "value": int(v), "chunk_no": chunk_no, "count": int(c)}
-            for v, c in zip(values.tolist(), counts.tolist(), strict=True)
+            {"set_id": set_id, "column": name, "value": v, "chunk_no": chunk_no, "count": c,
+             "first_row": f, "last_row": lst}
+            for v, c, f, lst in zip(values.tolist(), counts.tolist(), first.tolist(), last.tolist(), strict=True)
         )
     return rows
 

@@ -1,0 +1,95 @@
+"""The protocol API: what plugins implement and what the scheduler consumes.
+
+Plugins write :class:`Protocol` subclasses (params, outputs, ``steps``) and module-level
+step functions ``def f(ctx: StepContext, **args) -> dict | None``. The scheduler uses:
+
+- ``P.validate(raw) -> ResolvedParams``, ``params.pointers()``, ``params.bind_inputs(refs)``
+- ``P().build_steps(params) -> StepGraph``; ``graph.topological_order()``, ``graph.downstream_of(name)``
+- ``step_hash(step, fingerprints)``, ``fingerprint_path(path)`` to skip unchanged steps
+- ``execute_step(step.func, ctx, step.args)`` in the worker
+- ``P().collect_outputs(params, results) -> {name: OutputValue}``
+
+Everything is importable from here; the sub-modules each hold one concern.
+"""
+
+from orchestrator.objects.params import (
+    BoolParam,
+    EnumParam,
+    FloatParam,
+    IntParam,
+    Param,
+    PathParam,
+    Pointer,
+    PointerParam,
+    StrParam,
+)
+from orchestrator.protocol.base import Protocol
+from orchestrator.protocol.context import StepContext, execute_step
+from orchestrator.protocol.errors import (
+    FingerprintError,
+    OutputError,
+    ParamDefinitionError,
+    ParamValidationError,
+    ParamValueError,
+    ProtocolDefinitionError,
+    ProtocolError,
+    StepDefinitionError,
+    StepFunctionError,
+    StepGraphError,
+    StepResultError,
+)
+from orchestrator.protocol.graph import StepGraph
+from orchestrator.protocol.hashing import (
+    canonical_json,
+    fingerprint_file,
+    fingerprint_path,
+    function_source,
+    step_hash,
+)
+from orchestrator.protocol.outputs import OUTPUTS_KEY, OutputValue, output_result
+from orchestrator.protocol.resolved import OutputRef, ResolvedParams
+from orchestrator.protocol.steps import Resources, Step, function_path, load_function
+
+StepSpec = Step  # the name used in early design notes
+
+__all__ = [
+    "OUTPUTS_KEY",
+    "BoolParam",
+    "EnumParam",
+    "FingerprintError",
+    "FloatParam",
+    "IntParam",
+    "OutputError",
+    "OutputRef",
+    "OutputValue",
+    "Param",
+    "ParamDefinitionError",
+    "ParamValidationError",
+    "ParamValueError",
+    "PathParam",
+    "Pointer",
+    "PointerParam",
+    "Protocol",
+    "ProtocolDefinitionError",
+    "ProtocolError",
+    "ResolvedParams",
+    "Resources",
+    "Step",
+    "StepContext",
+    "StepDefinitionError",
+    "StepFunctionError",
+    "StepGraph",
+    "StepGraphError",
+    "StepResultError",
+    "StepSpec",
+    "StrParam",
+    "canonical_json",
+    "execute_step",
+    "fingerprint_file",
+    "fingerprint_path",
+    "function_path",
+    "function_source",
+    "load_function",
+    "output_result",
+    "step_hash",
+]

@@ -1,0 +1,58 @@
+"""Shared fixtures: store URLs for SQLite and for the real PostgreSQL that `make test` starts.
+
+PostgreSQL comes from ``tests/infra/postgres.sh`` (Debian's server in a temp dir, started by
+`make test`), whose URL arrives in ``ORCH_TEST_PG_URL``. Outside CI a missing server skips the
+PostgreSQL variants with the reason; in CI (``CI`` set) it is an error.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+
+def _pg_admin_url() -> str | None:
+    url = os.environ.get("ORCH_TEST_PG_URL")
+    if url:
+        return url
+    if os.environ.get("CI"):
+        pytest.fail("ORCH_TEST_PG_URL is not set: `make test` must start PostgreSQL (tests/infra/postgres.sh)")
+    return None
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test (dropped afterwards)."""
+    admin = _pg_admin_url()
+    if admin is None:
+        pytest.skip("PostgreSQL not started (run `make test`, or set ORCH_TEST_PG_URL)")
+    name = f"orch_t_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(admin).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Run a test once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.sqlite")
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the user's project list out of the tests."""
+    monkeypatch.setenv("ORCH_HOME", str(tmp_path / "orch-home"))

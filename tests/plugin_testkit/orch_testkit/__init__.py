@@ -1,0 +1,17 @@
+"""orch-testkit: small protocols that exercise the scheduler, for tests and benchmarks.
+
+Installed with ``pip install -e tests/plugin_testkit``; registers the plugin ``testkit``
+(and ``testkit_broken``, which fails to import on purpose).
+"""
+
+from orch_testkit.protocols import PROTOCOLS
+from orchestrator.plugins import Plugin
+
+__version__ = "0.1.0"
+
+plugin = Plugin(
+    name="testkit",
+    version=__version__,
+    protocols=list(PROTOCOLS),
+    description="Test and benchmark protocols: noop, sleep, fail, produce, fanout, chain, hold.",
+)
