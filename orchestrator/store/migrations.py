@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection, Engine, inspect, select, text, update
 
+from orchestrator.store import transfer_tables  # noqa: F401  (registers its tables on Base)
 from orchestrator.store.engine import WRITE
 from orchestrator.store.errors import NewerSchemaError, NotAStoreError
 from orchestrator.store.schema import Base, SchemaInfo

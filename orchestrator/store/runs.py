@@ -44,6 +44,7 @@ class StepTransition:
     state: StepState
     message: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)
+    expected: tuple[StepState, ...] = ()  # apply only if the step is in one of these states
 
 
 class _Table:
@@ -208,23 +209,43 @@ class StepTable(_Table):
         with self._write() as conn, conn.begin():
             conn.execute(update(_STEPS).where(_STEPS.c.id == step_id).values(**fields))
 
-    def transition(self, step_id: int, state: StepState, message: str | None = None, **fields: Any) -> None:
-        self.transitions([StepTransition(step_id, state, message, fields)])
+    def transition(self, step_id: int, state: StepState, message: str | None = None,
+                   expected: tuple[StepState, ...] = (), **fields: Any) -> bool:
+        """Change one step's state (only from ``expected`` states, if given); True if applied."""
+        return bool(self.transitions([StepTransition(step_id, state, message, fields, expected)]))
 
-    def transitions(self, changes: Sequence[StepTransition]) -> None:
-        """Apply several step state changes, each with its event, in one transaction."""
+    def transitions(self, changes: Sequence[StepTransition]) -> list[int]:
+        """Apply several step state changes, each with its event, in one transaction.
+
+        A change with ``expected`` states is skipped (no update, no event) when the step has
+        moved on meanwhile, e.g. a worker finishing a step that was cancelled. Returns the
+        ids of the steps that changed.
+        """
         if not changes:
-            return
+            return []
+        applied: list[StepTransition] = []
         with self._write() as conn, conn.begin():
             run_ids = dict(conn.execute(select(_STEPS.c.id, _STEPS.c.run_id)
                                         .where(_STEPS.c.id.in_([c.step_id for c in changes]))).all())
             for change in changes:
                 values = {"state": change.state.value, **change.fields}
-                conn.execute(update(_STEPS).where(_STEPS.c.id == change.step_id).values(**values))
-            conn.execute(insert(_EVENTS), [
-                {"time": now(), "run_id": run_ids.get(c.step_id), "step_id": c.step_id, "kind": "step",
-                 "state": c.state.value, "host": c.fields.get("host"), "job_id": c.fields.get("job_id"),
-                 "message": c.message} for c in changes])
+                query = update(_STEPS).where(_STEPS.c.id == change.step_id)
+                if change.expected:
+                    query = query.where(_STEPS.c.state.in_([s.value for s in change.expected]))
+                if conn.execute(query.values(**values)).rowcount:
+                    applied.append(change)
+            if applied:
+                conn.execute(insert(_EVENTS), [
+                    {"time": now(), "run_id": run_ids.get(c.step_id), "step_id": c.step_id, "kind": "step",
+                     "state": c.state.value, "host": c.fields.get("host"), "job_id": c.fields.get("job_id"),
+                     "message": c.message} for c in applied])
+        return [c.step_id for c in applied]
+
+    def delete(self, step_ids: Sequence[int]) -> None:
+        """Remove steps a re-planned run no longer has."""
+        if step_ids:
+            with self._write() as conn, conn.begin():
+                conn.execute(delete(_STEPS).where(_STEPS.c.id.in_(list(step_ids))))
 
 
 class OutputTable(_Table):

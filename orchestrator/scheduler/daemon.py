@@ -1,0 +1,140 @@
+"""The per-project scheduler process: one at a time (a lock file), foreground or detached.
+
+``orch daemon PROJECT`` runs it in the foreground; ``orch run`` starts it detached when it
+is not running (``ensure_daemon``). It reconciles what a previous scheduler left behind,
+starts the host's dask cluster and serves queued runs until it has been idle for
+``idle_exit_s``. The lock is an ``flock`` on ``<project>/scheduler.lock``: the kernel drops
+it when the process dies, even by kill -9, so a crashed scheduler never blocks the next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+from orchestrator.project import Project
+from orchestrator.scheduler.cluster import LocalHostSpec, start_local_cluster
+from orchestrator.scheduler.engine import Scheduler, SchedulerConfig
+from orchestrator.scheduler.reconcile import reconcile_after_crash
+
+LOCK_FILE = "scheduler.lock"
+LOG_FILE = "scheduler.log"
+DEFAULT_IDLE_EXIT_S = 60.0
+
+
+class SchedulerLock:
+    """Exclusive, crash-safe ownership of a project's scheduling."""
+
+    def __init__(self, project: Project) -> None:
+        self.path = project.path / LOCK_FILE
+        self.handle: IO[str] | None = None
+
+    def acquire(self) -> bool:
+        handle = open(self.path, "a+")  # noqa: SIM115 - held for the life of the scheduler
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self.handle = handle
+        return True
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+
+def running_pid(project: Project) -> int | None:
+    """The pid of the project's live scheduler, or None."""
+    path = project.path / LOCK_FILE
+    if not path.exists():
+        return None
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            text = handle.read().strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
+def ensure_daemon(project: Project, idle_exit_s: float = DEFAULT_IDLE_EXIT_S) -> int:
+    """Start the project's scheduler detached unless one runs; return its pid."""
+    pid = running_pid(project)
+    if pid is not None:
+        return pid
+    log = open(project.path / LOG_FILE, "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.scheduler.daemon", str(project.path), "--idle-exit", str(idle_exit_s)],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True)
+    log.close()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        pid = running_pid(project)
+        if pid is not None:
+            return pid
+        if proc.poll() is not None:
+            raise RuntimeError(f"the scheduler exited at start (code {proc.returncode}); "
+                               f"see {project.path / LOG_FILE}")
+        time.sleep(0.05)
+    return proc.pid
+
+
+def serve(project: Project, idle_exit_s: float | None, workers: int | None = None) -> int:
+    """Run the scheduler in this process; returns 0, or 3 if another one holds the project."""
+    lock = SchedulerLock(project)
+    if not lock.acquire():
+        logging.getLogger("orchestrator.scheduler").info("a scheduler already runs for %s", project.name)
+        return 3
+    stopping = False
+
+    def _stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        store = project.open_store()
+        reconcile_after_crash(store)
+        spec = LocalHostSpec(workers=workers or LocalHostSpec().workers)
+        cluster, client = start_local_cluster(spec)
+        scheduler = Scheduler(project, client, store, config=SchedulerConfig(worker_cpus=spec.cpus_per_worker))
+        try:
+            scheduler.run_until_idle(idle_exit_s, stop=lambda: stopping)
+        finally:
+            client.close()
+            cluster.close()
+            store.close()
+    finally:
+        lock.release()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="orchestrator.scheduler.daemon")
+    parser.add_argument("project", type=Path)
+    parser.add_argument("--idle-exit", type=float, default=DEFAULT_IDLE_EXIT_S,
+                        help="seconds without work before exiting (0: never)")
+    parser.add_argument("--workers", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return serve(Project.load(args.project), args.idle_exit or None, args.workers)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

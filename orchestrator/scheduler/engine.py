@@ -1,0 +1,295 @@
+"""The scheduler: takes runs whose inputs are ready and runs their steps as dask tasks.
+
+One scheduler per project. Its loop:
+
+1. every ``poll_interval_s``, read the store: queued runs to start, active runs that were
+   cancelled meanwhile (``orch cancel`` writes the store; the scheduler follows);
+2. submit the steps whose dependencies have finished (``Client.submit`` with the step's
+   resources and a unique key), recording QUEUED with the step's hash in one transaction
+   per batch;
+3. handle finished tasks, pushed by dask's done-callbacks into a queue: the worker has
+   already recorded RUNNING/FINISHED/FAILED; here a failure is retried up to the step's
+   bound, a dead worker is recorded as the step's failure and retried, and a run whose
+   steps are all done gets its outputs registered and is marked FINISHED.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from distributed import Client, Future
+
+from orchestrator.plugins import PluginRegistry, discover
+from orchestrator.project import Project
+from orchestrator.protocol import Protocol, ResolvedParams, Step, StepGraph
+from orchestrator.scheduler import planner
+from orchestrator.scheduler.worker_task import StepFailed, StepPayload, run_step_task
+from orchestrator.store import ProjectStore, RunRecord, RunState, StepState, StepTransition
+
+log = logging.getLogger("orchestrator.scheduler")
+
+
+@dataclass
+class SchedulerConfig:
+    poll_interval_s: float = 0.5
+    default_retries: int = 2
+    max_in_flight: int = 2000
+    host: str = "local"
+    worker_cpus: int = 1
+    worker_gpus: int = 0
+
+
+@dataclass
+class ActiveRun:
+    """What the scheduler keeps in memory about a run it is executing."""
+
+    run: RunRecord
+    protocol: type[Protocol]
+    params: ResolvedParams
+    graph: StepGraph
+    step_ids: dict[str, int]
+    remaining: set[str]
+    finished: set[str] = field(default_factory=set)
+    in_flight: dict[str, Future] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)
+    dependents: dict[str, list[str]] = field(default_factory=dict)
+    waiting_deps: dict[str, int] = field(default_factory=dict)
+    ready: list[str] = field(default_factory=list)
+
+
+class Scheduler:
+    """Executes a project's queued runs on one dask client (see the module docstring)."""
+
+    def __init__(self, project: Project, client: Client, store: ProjectStore | None = None,
+                 registry: PluginRegistry | None = None, config: SchedulerConfig | None = None) -> None:
+        self.project = project
+        self.client = client
+        self.store = store or project.open_store()
+        self.registry = registry or discover()
+        self.config = config or SchedulerConfig()
+        self.active: dict[int, ActiveRun] = {}
+        self.done_queue: queue.Queue[tuple[int, str, Future]] = queue.Queue()
+        self.key_owner: dict[str, tuple[int, str]] = {}
+        self._last_poll = 0.0
+        self.on_event: Callable[[str], None] = lambda message: None
+
+    # ------------------------------------------------------------------ main loop
+    def step_once(self, wait_s: float) -> None:
+        now = time.monotonic()
+        if now - self._last_poll >= self.config.poll_interval_s:
+            self._last_poll = now
+            self.poll_store()
+        self.submit_ready()
+        self.handle_completions(wait_s)
+
+    def run_until_idle(self, idle_exit_s: float | None = None, stop: Callable[[], bool] = lambda: False) -> None:
+        """Loop until nothing is queued or running for ``idle_exit_s`` (forever if None)."""
+        idle_since: float | None = None
+        while not stop():
+            self.step_once(wait_s=min(0.2, self.config.poll_interval_s))
+            busy = bool(self.active) or bool(self.store.runs.list([RunState.QUEUED]))
+            if busy:
+                idle_since = None
+            elif idle_exit_s is not None:
+                idle_since = idle_since or time.monotonic()
+                if time.monotonic() - idle_since >= idle_exit_s:
+                    return
+
+    # ------------------------------------------------------------------ runs
+    def poll_store(self) -> None:
+        for run in self.store.runs.list([RunState.QUEUED, RunState.RUNNING]):
+            if run.id not in self.active:
+                self._try_start(run)
+        for run_id in list(self.active):
+            state = self.store.runs.get(run_id).run_state
+            if state is RunState.CANCELLED:
+                self._drop_run(run_id, "run cancelled")
+
+    def _try_start(self, run: RunRecord) -> None:
+        try:
+            protocol = self.registry.protocol(run.protocol)
+            params = planner.bound_params(protocol, self.store, self.project, run)
+            graph = protocol().build_steps(params)
+            self._check_resources(graph)
+        except planner.InputsNotReady:
+            return
+        except planner.InputsFailed as exc:
+            self.store.runs.set_state(run.id, RunState.FAILED, error=str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - any planning error fails the run with its message
+            log.exception("run %s cannot start", run.name)
+            self.store.runs.set_state(run.id, RunState.FAILED, error=f"cannot start: {type(exc).__name__}: {exc}")
+            return
+        run_dir = self.project.run_dir(run.name)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        plan = planner.plan_run(self.store, run, graph, run_dir, self.config.default_retries)
+        if run.run_state is not RunState.RUNNING:
+            self.store.runs.set_state(run.id, RunState.RUNNING,
+                                      message=f"{len(plan.to_run)} step(s) to run, {len(plan.kept)} unchanged")
+        active = ActiveRun(self.store.runs.get(run.id), protocol, params, graph, plan.step_ids,
+                           remaining=set(plan.to_run), finished=set(plan.kept))
+        for step in graph.topological_order():
+            active.dependents.setdefault(step.name, [])
+            for dep in step.deps:
+                active.dependents.setdefault(dep, []).append(step.name)
+        for name in plan.to_run:
+            active.waiting_deps[name] = sum(1 for d in graph[name].deps if d not in active.finished)
+            if active.waiting_deps[name] == 0:
+                active.ready.append(name)
+        for row in self.store.steps.list(run.id):
+            active.attempts[row.name] = row.attempt
+        self.active[run.id] = active
+        self.on_event(f"run {run.name} started")
+        if not active.remaining:
+            self._finish_run(active)
+
+    def _check_resources(self, graph: StepGraph) -> None:
+        for step in graph:
+            if step.resources.gpus > self.config.worker_gpus:
+                raise planner.InputsFailed(
+                    f"step '{step.name}' needs {step.resources.gpus} GPU(s); host {self.config.host} offers "
+                    f"{self.config.worker_gpus} per worker")
+
+    def _finish_run(self, active: ActiveRun) -> None:
+        run = active.run
+        results = {row.name: row.result for row in self.store.steps.list(run.id)}
+        try:
+            outputs = active.protocol().collect_outputs(active.params, results)
+        except Exception as exc:  # noqa: BLE001 - a protocol's output error fails its run, not the scheduler
+            self.store.runs.set_state(run.id, RunState.FAILED, error=f"outputs: {exc}")
+        else:
+            for output in outputs.values():
+                value = output.value if isinstance(output.value, dict) or output.value is None else \
+                    {"value": output.value}
+                set_id = value.get("set_id") if value and output.type_name.startswith("SetOf") else None
+                self.store.outputs.register(run.id, output.name, output.type_name, set_id=set_id,
+                                            path=output.path, value=value)
+            self.store.runs.set_state(run.id, RunState.FINISHED, message=f"{len(active.finished)} step(s)")
+        self.active.pop(run.id, None)
+        self.on_event(f"run {run.name} ended")
+
+    def _fail_run(self, active: ActiveRun, reason: str) -> None:
+        self._drop_run(active.run.id, reason)
+        self.store.runs.set_state(active.run.id, RunState.FAILED, error=reason)
+
+    def _drop_run(self, run_id: int, reason: str) -> None:
+        """Stop scheduling a run: cancel its tasks and mark its unfinished steps CANCELLED."""
+        active = self.active.pop(run_id, None)
+        if active is None:
+            return
+        futures = list(active.in_flight.values())
+        if futures:
+            self.client.cancel(futures)
+        pending = [StepTransition(active.step_ids[name], StepState.CANCELLED, reason,
+                                  expected=(StepState.PENDING, StepState.QUEUED))
+                   for name in active.remaining if name not in active.finished]
+        self.store.steps.transitions(pending)
+
+    # ------------------------------------------------------------------ steps
+    def submit_ready(self) -> None:
+        budget = self.config.max_in_flight - sum(len(a.in_flight) for a in self.active.values())
+        for active in list(self.active.values()):
+            if budget <= 0:
+                return
+            batch: list[tuple[str, StepPayload, Step]] = []
+            while active.ready and budget > 0:
+                name = active.ready.pop(0)
+                batch.append(self._payload(active, name))
+                budget -= 1
+            if batch:
+                self._submit(active, batch)
+
+    def _payload(self, active: ActiveRun, name: str) -> tuple[str, StepPayload, Step]:
+        step = active.graph[name]
+        attempt = active.attempts.get(name, 0) + 1
+        active.attempts[name] = attempt
+        run_dir = self.project.run_dir(active.run.name)
+        payload = StepPayload(
+            store_url=self.store.url, project_dir=str(self.project.path), run_id=active.run.id,
+            run_dir=str(run_dir), step_id=active.step_ids[name], step_name=name, func=step.func,
+            args=step.args, attempt=attempt, log_path=str(run_dir / "logs" / f"{name}.log"),
+            host=self.config.host, params=active.run.params)
+        return name, payload, step
+
+    def _submit(self, active: ActiveRun, batch: list[tuple[str, StepPayload, Step]]) -> None:
+        run_dir = self.project.run_dir(active.run.name)
+        queued_at = datetime.now(UTC)
+        self.store.steps.transitions([
+            StepTransition(payload.step_id, StepState.QUEUED, fields={
+                "hash": planner.current_hash(step, run_dir), "attempt": payload.attempt,
+                "queued_at": queued_at, "host": self.config.host})
+            for _name, payload, step in batch])
+        for name, payload, step in batch:
+            key = f"step-{payload.step_id}-a{payload.attempt}-{active.run.id}"
+            resources = {"cpus": min(step.resources.cpus, self.config.worker_cpus)}
+            if step.resources.gpus:
+                resources["gpus"] = step.resources.gpus
+            future = self.client.submit(run_step_task, payload, key=key, resources=resources, pure=False)
+            active.in_flight[name] = future
+            self.key_owner[key] = (active.run.id, name)
+            future.add_done_callback(lambda f, r=active.run.id, n=name: self.done_queue.put((r, n, f)))
+
+    def handle_completions(self, wait_s: float) -> None:
+        try:
+            first = self.done_queue.get(timeout=wait_s)
+        except queue.Empty:
+            return
+        batch = [first]
+        while True:
+            try:
+                batch.append(self.done_queue.get_nowait())
+            except queue.Empty:
+                break
+        for run_id, name, future in batch:
+            self.key_owner.pop(future.key, None)
+            active = self.active.get(run_id)
+            if active is None or active.in_flight.get(name) is not future:
+                continue  # the run was dropped, or this is a stale attempt
+            del active.in_flight[name]
+            self._on_step_done(active, name, future)
+
+    def _on_step_done(self, active: ActiveRun, name: str, future: Future) -> None:
+        status = future.status
+        if status == "finished":
+            result = future.result()
+            if isinstance(result, dict) and result.get("skipped"):
+                return
+            active.finished.add(name)
+            active.remaining.discard(name)
+            for child in active.dependents.get(name, []):
+                if child in active.remaining:
+                    active.waiting_deps[child] -= 1
+                    if active.waiting_deps[child] == 0:
+                        active.ready.append(child)
+            if not active.remaining:
+                self._finish_run(active)
+            return
+        if status == "cancelled":
+            return
+        exception = future.exception()
+        step_id = active.step_ids[name]
+        if not isinstance(exception, StepFailed):
+            # the worker could not record anything: it died, or the task never started
+            self.store.steps.transition(
+                step_id, StepState.FAILED, expected=(StepState.QUEUED, StepState.RUNNING),
+                message=f"worker lost: {type(exception).__name__}: {exception}",
+                error=f"worker lost: {type(exception).__name__}: {exception}", finished_at=datetime.now(UTC))
+        row = self.store.steps.get(step_id)
+        if self.store.runs.get(active.run.id).run_state is RunState.CANCELLED:
+            self._drop_run(active.run.id, "run cancelled")
+            return
+        if active.attempts.get(name, 1) <= row.max_retries:
+            log.info("retrying step %s of run %s (attempt %d failed)", name, active.run.name, row.attempt)
+            active.ready.append(name)
+            return
+        self._fail_run(active, f"step '{name}' failed after {active.attempts.get(name, 1)} attempt(s): "
+                               f"{(row.error or str(exception)).splitlines()[0]}")
+
+    def close(self) -> None:
+        self.store.close()
+
