@@ -30,7 +30,7 @@ install-test: $(STAMP)
 	$(PIP) install -q -e tests/plugin_testkit
 
 system-deps:
-	bash tests/infra/system-deps.sh
+	bash tests/infra/system-deps.sh postgres relion
 
 infra-up: system-deps
 	bash tests/infra/postgres.sh start
