@@ -256,9 +256,7 @@ class Scheduler:
     def _on_step_done(self, active: ActiveRun, name: str, future: Future) -> None:
         status = future.status
         if status == "finished":
-            result = future.result()
-            if isinstance(result, dict) and result.get("skipped"):
-                return
+            # The worker stored the result; fetching it here would cost a round trip per step.
             active.finished.add(name)
             active.remaining.discard(name)
             for child in active.dependents.get(name, []):

@@ -30,10 +30,11 @@ import psutil
 
 from orchestrator.protocol import StepContext, execute_step
 from orchestrator.store import ProjectStore, StepState
+from orchestrator.store.step_writer import StepWriter
 
 LOG_TAIL_LINES = 30
-_stores: dict[str, ProjectStore] = {}
-_stores_lock = threading.Lock()
+_writers: dict[str, StepWriter] = {}
+_writers_lock = threading.Lock()
 
 
 @dataclass
@@ -59,13 +60,13 @@ class StepFailed(Exception):
     """Raised to the scheduler when a step's function failed; the message holds the log tail."""
 
 
-def _store(url: str) -> ProjectStore:
-    """One open store per worker process and URL (opening costs a schema check)."""
-    with _stores_lock:
-        store = _stores.get(url)
-        if store is None:
-            store = _stores[url] = ProjectStore.open(url)
-        return store
+def _writer(url: str) -> StepWriter:
+    """One step writer per worker process and store (opening a store costs a schema check)."""
+    with _writers_lock:
+        writer = _writers.get(url)
+        if writer is None:
+            writer = _writers[url] = StepWriter(ProjectStore.open(url).engine)
+        return writer
 
 
 def _worker_address() -> str:
@@ -78,16 +79,30 @@ def _worker_address() -> str:
 
 
 class PeakMemory:
-    """Samples the RSS of this process and its children while a step runs."""
+    """Peak RSS of this worker process and its children while a step runs.
+
+    One sampler thread per worker process, started on first use: sampling only runs while
+    a step is active, and a step that ends before the first sample costs two reads of
+    this process's own RSS (listing children walks /proc, far too slow for no-op steps).
+    """
+
+    _instance: PeakMemory | None = None
 
     def __init__(self, interval_s: float = 0.05) -> None:
         self.interval_s = interval_s
         self.process = psutil.Process()
-        self.peak = self._rss()
-        self._stop = threading.Event()
+        self.peak = 0
+        self._active = threading.Event()
         self._thread = threading.Thread(target=self._run, name="peak-memory", daemon=True)
+        self._thread.start()
 
-    def _rss(self) -> int:
+    @classmethod
+    def shared(cls) -> PeakMemory:
+        if cls._instance is None:
+            cls._instance = cls()
+        return cls._instance
+
+    def _rss_with_children(self) -> int:
         total = self.process.memory_info().rss
         for child in self.process.children(recursive=True):
             try:
@@ -97,17 +112,20 @@ class PeakMemory:
         return total
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.peak = max(self.peak, self._rss())
+        while True:
+            self._active.wait()
+            time.sleep(self.interval_s)
+            if self._active.is_set():
+                self.peak = max(self.peak, self._rss_with_children())
 
     def __enter__(self) -> PeakMemory:
-        self._thread.start()
+        self.peak = self.process.memory_info().rss
+        self._active.set()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
+        self._active.clear()
+        self.peak = max(self.peak, self.process.memory_info().rss)
 
 
 @contextmanager
@@ -145,13 +163,13 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 def run_step_task(payload: StepPayload) -> dict[str, Any] | None:
     """Run one attempt of one step and record its transitions; raise StepFailed on failure."""
-    store = _store(payload.store_url)
+    writer = _writer(payload.store_url)
     log_path = Path(payload.log_path)
     if payload.gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in payload.gpus)
     started = datetime.now(UTC)
-    applied = store.steps.transition(
-        payload.step_id, StepState.RUNNING, expected=(StepState.QUEUED, StepState.PENDING),
+    applied = writer.transition(
+        payload.step_id, payload.run_id, StepState.RUNNING, expected=(StepState.QUEUED, StepState.PENDING),
         worker=_worker_address(), pid=os.getpid(), host=payload.host, gpus=payload.gpus,
         started_at=started, attempt=payload.attempt)
     if not applied:  # cancelled (or taken by someone else) before it could start
@@ -161,7 +179,7 @@ def run_step_task(payload: StepPayload) -> dict[str, Any] | None:
                       gpus=list(payload.gpus), params=payload.params, store_url=payload.store_url,
                       attempt=payload.attempt)
     t0 = time.perf_counter()
-    memory = PeakMemory()
+    memory = PeakMemory.shared()
     try:
         with memory, _redirected_output(log_path):
             result = execute_step(payload.func, ctx, payload.args)
@@ -170,15 +188,15 @@ def run_step_task(payload: StepPayload) -> dict[str, Any] | None:
             log.write(traceback.format_exc())
         message = f"{type(exc).__name__}: {exc}"
         tail = log_tail(log_path)
-        store.steps.transition(
-            payload.step_id, StepState.FAILED, message=message, expected=(StepState.RUNNING,),
+        writer.transition(
+            payload.step_id, payload.run_id, StepState.FAILED, message=message, expected=(StepState.RUNNING,),
             finished_at=datetime.now(UTC), duration_s=time.perf_counter() - t0,
             peak_memory_mb=memory.peak / 2**20, error=f"{message}\n--- last lines of {log_path} ---\n{tail}")
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
         raise StepFailed(message) from None
-    store.steps.transition(
-        payload.step_id, StepState.FINISHED, expected=(StepState.RUNNING,),
+    writer.transition(
+        payload.step_id, payload.run_id, StepState.FINISHED, expected=(StepState.RUNNING,),
         finished_at=datetime.now(UTC), duration_s=time.perf_counter() - t0,
         peak_memory_mb=memory.peak / 2**20, result=result, error=None)
     return result

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 
 from orchestrator.errors import NotFoundError, UsageError
 from orchestrator.store.engine import WRITE
@@ -227,13 +227,21 @@ class StepTable(_Table):
         with self._write() as conn, conn.begin():
             run_ids = dict(conn.execute(select(_STEPS.c.id, _STEPS.c.run_id)
                                         .where(_STEPS.c.id.in_([c.step_id for c in changes]))).all())
+            unconditional: dict[tuple[str, ...], list[StepTransition]] = {}
             for change in changes:
-                values = {"state": change.state.value, **change.fields}
-                query = update(_STEPS).where(_STEPS.c.id == change.step_id)
-                if change.expected:
-                    query = query.where(_STEPS.c.state.in_([s.value for s in change.expected]))
-                if conn.execute(query.values(**values)).rowcount:
+                if not change.expected:
+                    unconditional.setdefault(tuple(sorted(change.fields)), []).append(change)
+                    continue
+                query = (update(_STEPS).where(_STEPS.c.id == change.step_id)
+                         .where(_STEPS.c.state.in_([s.value for s in change.expected])))
+                if conn.execute(query.values(state=change.state.value, **change.fields)).rowcount:
                     applied.append(change)
+            for names, group in unconditional.items():
+                # one executemany per shape of change: a batch of QUEUED steps is one statement
+                query = update(_STEPS).where(_STEPS.c.id == bindparam("_step_id")).values(
+                    state=bindparam("_state"), **{name: bindparam(name) for name in names})
+                conn.execute(query, [{"_step_id": c.step_id, "_state": c.state.value, **c.fields} for c in group])
+                applied.extend(group)
             if applied:
                 conn.execute(insert(_EVENTS), [
                     {"time": now(), "run_id": run_ids.get(c.step_id), "step_id": c.step_id, "kind": "step",

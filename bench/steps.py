@@ -1,0 +1,144 @@
+"""Benchmark: scheduler overhead and parallel efficiency against raw dask (and Scipion).
+
+Usage:
+    .venv/bin/python bench/steps.py [--quick] [--anchor] [--sizes 100,1000,10000] [--parallel 1000]
+
+1. Overhead: a run of K no-op steps on a 2-worker LocalCluster, every transition persisted
+   in the project store (queued, running, finished, with events), against K bare
+   ``client.submit`` no-op tasks on the same cluster in the same invocation.
+2. Parallel work: K steps of 50 ms on 2 workers, against the ideal K x 50 ms / 2.
+3. ``--anchor``: Scipion's executor on the same work (``../shared/anchors/scipion``).
+4. Scheduler memory (RSS of this process, which hosts the scheduler) after the largest K.
+
+Lines follow DESIGN.md: ``BENCH figure=<name> value=<v> unit=<u> n=<K> [anchor=.. ratio=..]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from orchestrator.plugins import discover
+from orchestrator.project import Project
+from orchestrator.scheduler import planner
+from orchestrator.scheduler.cluster import LocalHostSpec, start_local_cluster
+from orchestrator.scheduler.engine import Scheduler, SchedulerConfig
+from orchestrator.store import RunState
+
+ANCHOR_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "anchors" / "scipion"
+
+
+def bench(figure: str, value: float, unit: str, n: int, **extra: object) -> None:
+    tail = "".join(f" {k}={v}" for k, v in extra.items())
+    print(f"BENCH figure={figure} value={value:.6g} unit={unit} n={n}{tail}", flush=True)
+
+
+def noop(i: int) -> int:
+    return i
+
+
+def timed_run(scheduler: Scheduler, project: Project, protocol: str, params: dict[str, str]) -> float:
+    """Seconds from queuing a run to its end, with the scheduler stepping in this process."""
+    store = scheduler.store
+    t0 = time.perf_counter()
+    run = planner.create_run(store, project, scheduler.registry, protocol, params)
+    while True:
+        scheduler.step_once(wait_s=0.05)
+        if run.id not in scheduler.active and store.runs.get(run.id).run_state.is_final:
+            break
+    elapsed = time.perf_counter() - t0
+    final = store.runs.get(run.id)
+    if final.run_state is not RunState.FINISHED:
+        raise SystemExit(f"run {final.name} ended {final.state}: {final.error}")
+    return elapsed
+
+
+def raw_dask(client, k: int) -> float:  # noqa: ANN001 - a distributed.Client
+    t0 = time.perf_counter()
+    futures = [client.submit(noop, i, pure=False) for i in range(k)]
+    client.gather(futures)
+    elapsed = time.perf_counter() - t0
+    del futures
+    return elapsed
+
+
+def anchor(args: list[str]) -> float | None:
+    """Seconds per step from Scipion's bench_steps.py (installs its venv on first use)."""
+    anchor_dir = ANCHOR_DIR.resolve()
+    if not (anchor_dir / "bench_steps.py").exists():
+        print(f"# anchor not found at {anchor_dir}", file=sys.stderr)
+        return None
+    root = os.environ.get("BENCH_ROOT", "/tmp/scipion-anchor")
+    if not Path(root, "venv", "bin", "python").exists():
+        subprocess.run(["bash", str(anchor_dir / "setup.sh")], check=True)
+    script = f"source {anchor_dir}/env.sh && cd {anchor_dir} && python bench_steps.py {' '.join(args)}"
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        match = re.search(r"seconds=(\S+)", line)
+        if line.startswith("scipion") and "steps" in line and match and "per_step" in line:
+            return float(re.search(r"per_step_ms=(\S+)", line).group(1)) / 1e3 if "per_step_ms" in line \
+                else float(match.group(1))
+    print(out, file=sys.stderr)
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="K up to 1,000 and 200 parallel steps")
+    parser.add_argument("--sizes", help="comma-separated K for the no-op runs")
+    parser.add_argument("--parallel", type=int, help="number of 50 ms steps")
+    parser.add_argument("--memory-k", type=int, help="K for the scheduler memory figure (default 100,000)")
+    parser.add_argument("--anchor", action="store_true", help="also run Scipion's executor on the same work")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else \
+        ([100, 1000] if args.quick else [100, 1000, 10000])
+    parallel_k = args.parallel or (200 if args.quick else 1000)
+    memory_k = args.memory_k or (0 if args.quick else 100_000)
+    print(f"# load1={os.getloadavg()[0]:.2f} cpus={os.cpu_count()}", flush=True)
+
+    os.environ.setdefault("ORCH_HOME", tempfile.mkdtemp(prefix="orch-bench-home-"))
+    project = Project.create(Path(tempfile.mkdtemp(prefix="orch-bench-steps-")) / "bench")
+    cluster, client = start_local_cluster(LocalHostSpec(workers=2))
+    scheduler = Scheduler(project, client, registry=discover(), config=SchedulerConfig(poll_interval_s=0.2))
+    try:
+        timed_run(scheduler, project, "testkit.noop", {"count": "10"})  # warm the workers' imports
+        raw_dask(client, 100)
+        for k in sizes:
+            ours = timed_run(scheduler, project, "testkit.noop", {"count": str(k)})
+            raw = raw_dask(client, k)
+            bench("steps_per_s", k / ours, "steps/s", k)
+            bench("raw_dask_tasks_per_s", k / raw, "tasks/s", k)
+            bench("steps_vs_raw_dask", (k / ours) / (k / raw), "ratio", k, ratio=f"{raw / ours:.3f}")
+            bench("step_overhead_ms", ours / k * 1e3, "ms", k)
+        wall = timed_run(scheduler, project, "testkit.sleep", {"count": str(parallel_k), "seconds": "0.05"})
+        ideal = parallel_k * 0.05 / 2
+        bench("parallel_wall_s", wall, "s", parallel_k, ideal=f"{ideal:.2f}")
+        bench("parallel_vs_ideal", wall / ideal, "ratio", parallel_k)
+        if memory_k:
+            timed_run(scheduler, project, "testkit.noop", {"count": str(memory_k)})
+            bench("scheduler_rss_mb", psutil.Process().memory_info().rss / 2**20, "MB", memory_k)
+    finally:
+        client.close()
+        cluster.close()
+    if args.anchor:
+        serial = anchor(["100", "--mode", "serial"])
+        if serial:
+            bench("scipion_serial_step_ms", serial * 1e3, "ms", 100)
+        parallel = anchor([str(parallel_k), "--mode", "parallel", "--threads", "4", "--sleep", "0.05"])
+        if parallel:
+            theirs = parallel * parallel_k
+            bench("speedup_vs_scipion_parallel", theirs / wall, "x", parallel_k, anchor=f"{theirs:.2f}",
+                  ratio=f"{theirs / wall:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
