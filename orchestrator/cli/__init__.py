@@ -24,6 +24,12 @@ COMMAND_MODULES: tuple[str, ...] = (
     "orchestrator.cli.plugins_cmd",
     "orchestrator.cli.run_cmd",
     "orchestrator.cli.status_cmd",
+    "orchestrator.cli.logs_cmd",
+    "orchestrator.cli.cancel_cmd",
+    "orchestrator.cli.daemon_cmd",
+    "orchestrator.cli.hosts_cmd",
+    "orchestrator.cli.queue_cmd",
+    "orchestrator.cli.transfer_cmd",
 )
 
 EPILOG = """examples:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import queue
+from collections import deque
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,7 +60,7 @@ class ActiveRun:
     attempts: dict[str, int] = field(default_factory=dict)
     dependents: dict[str, list[str]] = field(default_factory=dict)
     waiting_deps: dict[str, int] = field(default_factory=dict)
-    ready: list[str] = field(default_factory=list)
+    ready: deque[str] = field(default_factory=deque)
 
 
 class Scheduler:
@@ -198,7 +199,7 @@ class Scheduler:
                 return
             batch: list[tuple[str, StepPayload, Step]] = []
             while active.ready and budget > 0:
-                name = active.ready.pop(0)
+                name = active.ready.popleft()
                 batch.append(self._payload(active, name))
                 budget -= 1
             if batch:

@@ -131,3 +131,22 @@ def test_micrographs_with_and_without_ctf(store: ProjectStore) -> None:
     assert a.ctf is None and a.movie_id is None
     assert b.ctf == CTF(12000.0, 11000.0, 45.0, None, None) or b.ctf.defocus_u == 12000.0
     assert b.movie_id == 4 and mset.acquisition.pixel_size_a == 1.2
+
+
+def test_iteration_memory_stays_flat(tmp_path) -> None:  # noqa: ANN001
+    """Iterating holds one chunk at a time: the traced peak is far below the whole set's."""
+    import tracemalloc
+
+    with ProjectStore.create(tmp_path / "s.sqlite", "p") as store:
+        pset = store.create_set("particles", "Particle", chunk_size=1000)
+        pset.append_columns(particle_columns(40_000))
+        tracemalloc.start()
+        count = sum(1 for _ in pset)
+        _, streamed_peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        tracemalloc.start()
+        everything = list(pset)
+        _, list_peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert count == len(everything) == 40_000
+    assert streamed_peak * 10 < list_peak, (streamed_peak, list_peak)
