@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from orchestrator.errors import UsageError
+
 
 @dataclass(slots=True)
 class Acquisition:
@@ -30,14 +32,29 @@ class Acquisition:
     magnification: float | None = None
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Optics:
-    """A RELION optics group: an acquisition plus the group's number, name and image size."""
+    """One optics group (RELION 3.1's ``data_optics`` row); particles name it by number.
+
+    ``group`` is RELION's 1-based ``rlnOpticsGroup``. ``image_size`` is the box size of the
+    extracted particle images in pixels (0 when unknown, e.g. before extraction).
+    """
 
     group: int
     name: str
-    acquisition: Acquisition
-    image_size: int | None = None
+    voltage_kv: float
+    cs_mm: float
+    amplitude_contrast: float
+    pixel_size_a: float
+    image_size: int = 0
+
+    def __post_init__(self) -> None:
+        if self.group < 1:
+            raise UsageError(f"optics group numbers start at 1, got {self.group} for {self.name!r}")
+
+    @property
+    def acquisition(self) -> Acquisition:
+        return Acquisition(self.voltage_kv, self.cs_mm, self.amplitude_contrast, self.pixel_size_a)
 
 
 @dataclass(slots=True)
