@@ -16,27 +16,25 @@ Lines follow DESIGN.md: ``BENCH figure=<name> value=<v> unit=<u> n=<N> [anchor=<
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 import resource
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import psutil
+from anchor import run_anchor
 
 from orchestrator.store import ProjectStore
+from orchestrator.store.admin import temporary_database
 
 PARTS_PER_MIC = 200
-ANCHOR_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "anchors" / "scipion"
 
 
 def bench(figure: str, value: float, unit: str, n: int, **extra: object) -> None:
@@ -135,43 +133,18 @@ def run_one(n: int, url: str, sqlite_file: Path | None, suffix: str) -> dict[str
     return {"write": t_write, "iterate": t_iter, "query_ms": t_query_ms, "bytes": size / n}
 
 
-@contextlib.contextmanager
-def fresh_pg_database(admin_url: str) -> Iterator[str]:
-    """An empty database next to ``admin_url`` for one size, dropped afterwards."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"orch_bench_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
-
-
-def run_anchor(n: int) -> dict[str, float] | None:
-    """Scipion's bench_sets.py at the same N (installs its venv on first use)."""
-    anchor = ANCHOR_DIR.resolve()
-    if not (anchor / "bench_sets.py").exists():
-        print(f"# anchor not found at {anchor}", file=sys.stderr)
+def scipion_sets(n: int) -> dict[str, float] | None:
+    """Scipion's bench_sets.py at the same N: seconds per metric, and bytes per item."""
+    out = run_anchor("bench_sets.py", [str(n)])
+    if out is None:
         return None
-    root = os.environ.get("BENCH_ROOT", "/tmp/scipion-anchor")
-    if not Path(root, "venv", "bin", "python").exists():
-        subprocess.run(["bash", str(anchor / "setup.sh")], check=True)
-    script = f"source {anchor}/env.sh && cd {anchor} && python bench_sets.py {n}"
-    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
     figures: dict[str, float] = {}
     for line in out.splitlines():
         match = re.match(r"scipion (\S+) n=\d+ seconds=(\S+)(.*)", line)
         if not match:
             continue
-        metric, seconds, rest = match.group(1), float(match.group(2)), match.group(3)
-        figures[metric] = seconds
-        per_item = re.search(r"bytes_per_item=(\S+)", rest)
+        figures[match.group(1)] = float(match.group(2))
+        per_item = re.search(r"bytes_per_item=(\S+)", match.group(3))
         if per_item:
             figures["bytes"] = float(per_item.group(1))
     return figures
@@ -195,10 +168,10 @@ def main() -> int:
             path = workdir / f"sets-{n}.sqlite"
             ours = run_one(n, str(path), path, "")
             if args.pg:
-                with fresh_pg_database(args.pg) as url:
+                with temporary_database(args.pg, "orch_bench") as url:
                     run_one(n, url, None, "_postgresql")
             if args.anchor:
-                theirs = run_anchor(n)
+                theirs = scipion_sets(n)
                 if theirs:
                     for figure, key, ours_value in (("set_write_speedup_vs_scipion", "set_write", ours["write"]),
                                                     ("set_iterate_speedup_vs_scipion", "set_iterate",

@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
+from anchor import run_anchor
 
 from orchestrator.plugins import discover
 from orchestrator.project import Project
@@ -32,8 +32,6 @@ from orchestrator.scheduler import planner
 from orchestrator.scheduler.cluster import LocalHostSpec, start_local_cluster
 from orchestrator.scheduler.engine import Scheduler, SchedulerConfig
 from orchestrator.store import RunState
-
-ANCHOR_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "anchors" / "scipion"
 
 
 def bench(figure: str, value: float, unit: str, n: int, **extra: object) -> None:
@@ -70,22 +68,13 @@ def raw_dask(client, k: int) -> float:  # noqa: ANN001 - a distributed.Client
     return elapsed
 
 
-def anchor(args: list[str]) -> float | None:
-    """Seconds per step from Scipion's bench_steps.py (installs its venv on first use)."""
-    anchor_dir = ANCHOR_DIR.resolve()
-    if not (anchor_dir / "bench_steps.py").exists():
-        print(f"# anchor not found at {anchor_dir}", file=sys.stderr)
-        return None
-    root = os.environ.get("BENCH_ROOT", "/tmp/scipion-anchor")
-    if not Path(root, "venv", "bin", "python").exists():
-        subprocess.run(["bash", str(anchor_dir / "setup.sh")], check=True)
-    script = f"source {anchor_dir}/env.sh && cd {anchor_dir} && python bench_steps.py {' '.join(args)}"
-    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
-    for line in out.splitlines():
-        match = re.search(r"seconds=(\S+)", line)
-        if line.startswith("scipion") and "steps" in line and match and "per_step" in line:
-            return float(re.search(r"per_step_ms=(\S+)", line).group(1)) / 1e3 if "per_step_ms" in line \
-                else float(match.group(1))
+def scipion_per_step_s(args: list[str]) -> float | None:
+    """Seconds per step of Scipion's executor (bench_steps.py's steps_launch line)."""
+    out = run_anchor("bench_steps.py", args)
+    for line in (out or "").splitlines():
+        match = re.search(r"^scipion steps_launch .*per_step_ms=(\S+)", line)
+        if match:
+            return float(match.group(1)) / 1e3
     print(out, file=sys.stderr)
     return None
 
@@ -129,10 +118,10 @@ def main() -> int:
         client.close()
         cluster.close()
     if args.anchor:
-        serial = anchor(["100", "--mode", "serial"])
+        serial = scipion_per_step_s(["100", "--mode", "serial"])
         if serial:
             bench("scipion_serial_step_ms", serial * 1e3, "ms", 100)
-        parallel = anchor([str(parallel_k), "--mode", "parallel", "--threads", "4", "--sleep", "0.05"])
+        parallel = scipion_per_step_s([str(parallel_k), "--mode", "parallel", "--threads", "4", "--sleep", "0.05"])
         if parallel:
             theirs = parallel * parallel_k
             bench("speedup_vs_scipion_parallel", theirs / wall, "x", parallel_k, anchor=f"{theirs:.2f}",

@@ -8,13 +8,12 @@ PostgreSQL variants with the reason; in CI (``CI`` set) it is an error.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+
+from orchestrator.store.admin import temporary_database
 
 
 def _pg_admin_url() -> str | None:
@@ -32,16 +31,8 @@ def pg_url() -> Iterator[str]:
     admin = _pg_admin_url()
     if admin is None:
         pytest.skip("PostgreSQL not started (run `make test`, or set ORCH_TEST_PG_URL)")
-    name = f"orch_t_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(admin).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
+    with temporary_database(admin, "orch_t") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
