@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import logging
 import queue
-from collections import deque
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
