@@ -36,7 +36,7 @@ def cancel_run(store: ProjectStore, run_ref: int | str, local_host: str = "local
         for step in store.steps.list(run.id, [StepState.PENDING, StepState.QUEUED, StepState.RUNNING])])
     killed: list[int] = []
     for step in running:
-        if step.host == local_host and is_alive(step.pid):
+        if step.host == local_host and step.pid is not None and is_alive(step.pid):
             killed += kill_tree(step.pid)
     return killed
 

@@ -247,7 +247,7 @@ class Scheduler:
             except queue.Empty:
                 break
         for run_id, name, future in batch:
-            self.key_owner.pop(future.key, None)
+            self.key_owner.pop(str(future.key), None)
             active = self.active.get(run_id)
             if active is None or active.in_flight.get(name) is not future:
                 continue  # the run was dropped, or this is a stale attempt

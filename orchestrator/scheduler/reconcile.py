@@ -22,7 +22,8 @@ def reconcile_after_crash(store: ProjectStore, local_host: str = "local") -> lis
     requeue: list[StepTransition] = []
     for run in store.runs.list([RunState.RUNNING]):
         for step in store.steps.list(run.id, [StepState.QUEUED, StepState.RUNNING]):
-            if step.state == StepState.RUNNING.value and step.host == local_host and is_alive(step.pid):
+            local = step.state == StepState.RUNNING.value and step.host == local_host
+            if local and step.pid is not None and is_alive(step.pid):
                 log.warning("killing orphaned worker %s of step %s (run %s)", step.pid, step.name, run.name)
                 kill_tree(step.pid)
             requeue.append(StepTransition(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Connection, Engine, inspect, select, text, update
+from sqlalchemy import Connection, Engine, insert, inspect, select, text, update
 
 from orchestrator.store import transfer_tables  # noqa: F401  (registers its tables on Base)
 from orchestrator.store.engine import WRITE
@@ -46,7 +46,7 @@ def create_schema(engine: Engine) -> None:
             conn.execute(text(statement))
         existing = dict(conn.execute(select(SchemaInfo.key, SchemaInfo.value)).all())
         if not existing:
-            conn.execute(SchemaInfo.__table__.insert(), [
+            conn.execute(insert(SchemaInfo), [
                 {"key": "app", "value": APP_NAME},
                 {"key": "schema_version", "value": str(SCHEMA_VERSION)},
             ])

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, Table, insert, select
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from orchestrator.errors import NotFoundError, UsageError
@@ -87,8 +87,8 @@ class ProjectStore:
                 existing = conn.execute(select(Project.id).where(Project.name == project_name)).scalar()
                 if existing is not None:
                     raise UsageError(f"{_display(url)}: a project named {project_name!r} already exists")
-                project_id = conn.execute(insert(Project.__table__).values(
-                    name=project_name, description=description, created_at=now())).inserted_primary_key[0]
+                project_id = conn.execute(insert(cast(Table, Project.__table__)).values(
+                    name=project_name, description=description, created_at=now())).inserted_primary_key[0]  # type: ignore[index]
         except DatabaseError as exc:
             engine.dispose()
             raise _database_error(url, exc) from None
@@ -144,7 +144,7 @@ class ProjectStore:
         return ItemSet(self.engine, set_id)
 
     def list_sets(self, run_id: int | None = None) -> list[dict[str, Any]]:
-        table = ItemSetRow.__table__
+        table = cast(Table, ItemSetRow.__table__)
         query = select(table.c.id, table.c.run_id, table.c.name, table.c.item_type, table.c.size,
                        table.c.stream_state).order_by(table.c.id)
         if run_id is not None:
@@ -158,12 +158,12 @@ class ProjectStore:
             existing = conn.execute(select(User.id).where(User.name == name)).scalar()
             if existing is not None:
                 return int(existing)
-            return int(conn.execute(insert(User.__table__).values(
-                name=name, full_name=full_name, email=email, created_at=now())).inserted_primary_key[0])
+            return int(conn.execute(insert(cast(Table, User.__table__)).values(
+                name=name, full_name=full_name, email=email, created_at=now())).inserted_primary_key[0])  # type: ignore[index]
 
     def users(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(select(User.__table__).order_by(User.id)).mappings()]
+            return [dict(r) for r in conn.execute(select(cast(Table, User.__table__)).order_by(User.id)).mappings()]
 
 
 def _has_tables(engine: Engine) -> bool:

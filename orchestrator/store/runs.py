@@ -7,12 +7,13 @@ server) sees where the project stands even when the scheduler is down.
 
 from __future__ import annotations
 
+import builtins
 import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, delete, func, insert, select, update
 
 from orchestrator.errors import NotFoundError, UsageError
 from orchestrator.store.engine import WRITE
@@ -20,11 +21,11 @@ from orchestrator.store.records import EventRecord, OutputRecord, RunRecord, Ste
 from orchestrator.store.schema import Event, Output, Provenance, Run, RunState, Step, StepState
 from orchestrator.store.sets import now
 
-_RUNS = Run.__table__
-_STEPS = Step.__table__
-_EVENTS = Event.__table__
-_OUTPUTS = Output.__table__
-_PROVENANCE = Provenance.__table__
+_RUNS = cast(Table, Run.__table__)
+_STEPS = cast(Table, Step.__table__)
+_EVENTS = cast(Table, Event.__table__)
+_OUTPUTS = cast(Table, Output.__table__)
+_PROVENANCE = cast(Table, Provenance.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,8 @@ class EventLog(_Table):
             _event(conn, kind, run_id=run_id, step_id=step_id, state=state, host=host, job_id=job_id,
                    message=message)
 
-    def list(self, run_id: int | None = None, after_id: int = 0, limit: int | None = None) -> list[EventRecord]:
+    def list(self, run_id: int | None = None, after_id: int = 0,
+             limit: int | None = None) -> builtins.list[EventRecord]:
         query = select(_EVENTS).where(_EVENTS.c.id > after_id).order_by(_EVENTS.c.id)
         if run_id is not None:
             query = query.where(_EVENTS.c.run_id == run_id)
@@ -95,7 +97,7 @@ class RunTable(_Table):
             run_id = conn.execute(insert(_RUNS).values(
                 project_id=self.project_id, name=name or f"{short}-pending-{now().timestamp()}",
                 protocol=protocol, params=dict(params or {}), state=RunState.CREATED.value, host=host,
-                owner_id=owner_id, created_at=now(), comment=comment)).inserted_primary_key[0]
+                owner_id=owner_id, created_at=now(), comment=comment)).inserted_primary_key[0]  # type: ignore[index]
             if name is None:
                 conn.execute(update(_RUNS).where(_RUNS.c.id == run_id).values(name=f"{short}-{run_id}"))
             links = list(inputs)
@@ -127,7 +129,7 @@ class RunTable(_Table):
                 raise NotFoundError(f"no run {ref!r} in this project{hint}")
         return RunRecord.from_row(row)
 
-    def list(self, states: Iterable[RunState] | None = None) -> list[RunRecord]:
+    def list(self, states: Iterable[RunState] | None = None) -> builtins.list[RunRecord]:
         query = select(_RUNS).where(_RUNS.c.project_id == self.project_id).order_by(_RUNS.c.id)
         if states is not None:
             query = query.where(_RUNS.c.state.in_([s.value for s in states]))
@@ -158,12 +160,12 @@ class RunTable(_Table):
             conn.execute(delete(_RUNS).where(_RUNS.c.id == run_id))
             _event(conn, "run", run_id=run_id, message="deleted")
 
-    def inputs(self, run_id: int) -> list[InputLink]:
+    def inputs(self, run_id: int) -> builtins.list[InputLink]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(_PROVENANCE).where(_PROVENANCE.c.consumer_run_id == run_id)).mappings()
             return [InputLink(r["param"], r["producer_run_id"], r["output_name"]) for r in rows]
 
-    def consumers(self, run_id: int) -> list[int]:
+    def consumers(self, run_id: int) -> builtins.list[int]:
         """Runs that read an output of ``run_id``."""
         with self.engine.connect() as conn:
             return list(conn.execute(select(_PROVENANCE.c.consumer_run_id).distinct()
@@ -184,7 +186,7 @@ class StepTable(_Table):
             ids = conn.execute(select(_STEPS.c.name, _STEPS.c.id).where(_STEPS.c.run_id == run_id))
             return dict(ids.all())
 
-    def list(self, run_id: int, states: Iterable[StepState] | None = None) -> list[StepRecord]:
+    def list(self, run_id: int, states: Iterable[StepState] | None = None) -> builtins.list[StepRecord]:
         query = select(_STEPS).where(_STEPS.c.run_id == run_id).order_by(_STEPS.c.id)
         if states is not None:
             query = query.where(_STEPS.c.state.in_([s.value for s in states]))
@@ -214,7 +216,7 @@ class StepTable(_Table):
         """Change one step's state (only from ``expected`` states, if given); True if applied."""
         return bool(self.transitions([StepTransition(step_id, state, message, fields, expected)]))
 
-    def transitions(self, changes: Sequence[StepTransition]) -> list[int]:
+    def transitions(self, changes: Sequence[StepTransition]) -> builtins.list[int]:
         """Apply several step state changes, each with its event, in one transaction.
 
         A change with ``expected`` states is skipped (no update, no event) when the step has
@@ -223,11 +225,11 @@ class StepTable(_Table):
         """
         if not changes:
             return []
-        applied: list[StepTransition] = []
+        applied: builtins.list[StepTransition] = []
         with self._write() as conn, conn.begin():
             run_ids = dict(conn.execute(select(_STEPS.c.id, _STEPS.c.run_id)
                                         .where(_STEPS.c.id.in_([c.step_id for c in changes]))).all())
-            unconditional: dict[tuple[str, ...], list[StepTransition]] = {}
+            unconditional: dict[tuple[str, ...], builtins.list[StepTransition]] = {}
             for change in changes:
                 if not change.expected:
                     unconditional.setdefault(tuple(sorted(change.fields)), []).append(change)
@@ -277,7 +279,7 @@ class OutputTable(_Table):
                 raise NotFoundError(f"run {run_id} has no output {name!r}; it has: {', '.join(names) or 'none'}")
         return OutputRecord.from_row(row)
 
-    def list(self, run_id: int) -> list[OutputRecord]:
+    def list(self, run_id: int) -> builtins.list[OutputRecord]:
         with self.engine.connect() as conn:
             return [OutputRecord.from_row(r) for r in conn.execute(
                 select(_OUTPUTS).where(_OUTPUTS.c.run_id == run_id).order_by(_OUTPUTS.c.id))]

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, update
 
 from orchestrator.errors import NotFoundError, UsageError
 from orchestrator.objects.columns import SCHEMAS, Columns, ItemSchema
@@ -32,10 +32,10 @@ from orchestrator.store.set_query import Between, Condition, Equals, OneOf, cond
 
 DEFAULT_CHUNK_SIZE = 32768
 
-_COLUMNS = SetColumnChunk.__table__
-_INDEX = SetIndexEntry.__table__
-_STRINGS = SetString.__table__
-_SETS = ItemSetRow.__table__
+_COLUMNS = cast(Table, SetColumnChunk.__table__)
+_INDEX = cast(Table, SetIndexEntry.__table__)
+_STRINGS = cast(Table, SetString.__table__)
+_SETS = cast(Table, ItemSetRow.__table__)
 
 
 def now() -> datetime:
@@ -60,7 +60,7 @@ def create_set(engine: Engine, name: str, item_type: str, run_id: int | None = N
             chunk_size=chunk_size, stream_state=StreamState.OPEN.value,
             columns=[[c.name, c.dtype] for c in schema.columns], properties=dict(properties or {}),
             created_at=now(),
-        )).inserted_primary_key[0]
+        )).inserted_primary_key[0]  # type: ignore[index]
     return ItemSet(engine, int(set_id))
 
 
@@ -371,7 +371,7 @@ def _raw(conn: Connection, sql: str, params: Sequence[Any]) -> list[Any]:
     """
     if conn.dialect.paramstyle in ("format", "pyformat"):
         sql = sql.replace("?", "%s")
-    return conn.exec_driver_sql(sql, tuple(params)).all()
+    return list(conn.exec_driver_sql(sql, tuple(params)).all())
 
 
 def _intersect(a: dict[int, tuple[int, int] | None],
