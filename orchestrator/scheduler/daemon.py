@@ -95,7 +95,8 @@ def ensure_daemon(project: Project, idle_exit_s: float = DEFAULT_IDLE_EXIT_S) ->
     return proc.pid
 
 
-def serve(project: Project, idle_exit_s: float | None, workers: int | None = None) -> int:
+def serve(project: Project, idle_exit_s: float | None, workers: int | None = None,
+          retries: int | None = None) -> int:
     """Run the scheduler in this process; returns 0, or 3 if another one holds the project."""
     lock = SchedulerLock(project)
     if not lock.acquire():
@@ -113,7 +114,10 @@ def serve(project: Project, idle_exit_s: float | None, workers: int | None = Non
         reconcile_after_crash(store)
         spec = LocalHostSpec(workers=workers or LocalHostSpec().workers)
         cluster, client = start_local_cluster(spec)
-        scheduler = Scheduler(project, client, store, config=SchedulerConfig(worker_cpus=spec.cpus_per_worker))
+        config = SchedulerConfig(worker_cpus=spec.cpus_per_worker)
+        if retries is not None:
+            config.default_retries = retries
+        scheduler = Scheduler(project, client, store, config=config)
         try:
             scheduler.run_until_idle(idle_exit_s, stop=lambda: stopping)
         finally:
@@ -130,10 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("project", type=Path)
     parser.add_argument("--idle-exit", type=float, default=DEFAULT_IDLE_EXIT_S,
                         help="seconds without work before exiting (0: never)")
-    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
+    parser.add_argument("--retries", type=int, default=None,
+                        help="retries of a failed step when its protocol sets none (default 2)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return serve(Project.load(args.project), args.idle_exit or None, args.workers)
+    return serve(Project.load(args.project), args.idle_exit or None, args.workers, args.retries)
 
 
 if __name__ == "__main__":

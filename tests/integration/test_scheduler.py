@@ -186,3 +186,19 @@ def test_cancel_kills_the_step_process(project: Project) -> None:
         proc.wait(timeout=60)  # the scheduler goes idle and exits: nothing retried the step
         assert store.runs.get(run_id).run_state is RunState.CANCELLED
         assert store.steps.list(run_id)[0].state == "cancelled"
+
+
+def test_python_api_runs_with_a_detached_scheduler(tmp_path: Path) -> None:
+    from orchestrator import api
+
+    project = api.project(tmp_path / "api-proj", create=True)
+    try:
+        run = api.run(project, "testkit.fanout", {"count": 3}, timeout_s=120)
+        assert run.run_state is RunState.FINISHED, run.error
+        assert api.outputs(project, run.id)["total"].value == {"total": 6}
+        assert daemon.running_pid(project) is not None  # detached, it outlives the call
+    finally:
+        pid = daemon.running_pid(project)
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+            wait_until(lambda: daemon.running_pid(project) is None, 60, "the scheduler to stop")
