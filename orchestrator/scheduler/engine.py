@@ -227,13 +227,21 @@ class Scheduler:
             for _name, payload, step in batch])
         for name, payload, step in batch:
             key = f"step-{payload.step_id}-a{payload.attempt}-{active.run.id}"
-            resources = {"cpus": min(step.resources.cpus, self.config.worker_cpus)}
-            if step.resources.gpus:
-                resources["gpus"] = step.resources.gpus
-            future = self.client.submit(run_step_task, payload, key=key, resources=resources, pure=False)
+            future = self.client.submit(run_step_task, payload, key=key, resources=self._resources(step),
+                                        pure=False)
             active.in_flight[name] = future
             self.key_owner[key] = (active.run.id, name)
             future.add_done_callback(lambda f, r=active.run.id, n=name: self.done_queue.put((r, n, f)))
+
+    def _resources(self, step: Step) -> dict[str, float] | None:
+        """Dask resource restrictions, only where they select workers.
+
+        Every local worker offers ``worker_cpus`` and runs one step at a time, so a CPU-only
+        step fits any idle worker: restricting it would only slow dask's placement.
+        """
+        if step.resources.gpus:
+            return {"gpus": step.resources.gpus, "cpus": min(step.resources.cpus, self.config.worker_cpus)}
+        return None
 
     def handle_completions(self, wait_s: float) -> None:
         try:
