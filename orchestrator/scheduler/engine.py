@@ -193,7 +193,16 @@ class Scheduler:
 
     # ------------------------------------------------------------------ steps
     def submit_ready(self) -> None:
-        budget = self.config.max_in_flight - sum(len(a.in_flight) for a in self.active.values())
+        """Submit ready steps, up to ``max_in_flight`` tasks handed to dask at once.
+
+        Refills wait until half the budget is free: dask still holds plenty of work then, and
+        the steps go out in large batches, each recorded QUEUED in one transaction, instead of
+        a store write per completed step competing with the workers' own writes.
+        """
+        in_flight = sum(len(a.in_flight) for a in self.active.values())
+        budget = self.config.max_in_flight - in_flight
+        if in_flight and budget < self.config.max_in_flight // 2:
+            return
         for active in list(self.active.values()):
             if budget <= 0:
                 return
