@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -54,9 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # a command whose module is not written yet
+            if exc.name == module_name:
+                continue  # a command whose module is not installed in this build
+            print(f"orch: warning: command module {module_name} cannot load: {exc}", file=sys.stderr)
+            continue
+        except ImportError as exc:  # one broken command must not take the others down
+            print(f"orch: warning: command module {module_name} cannot load: {exc}", file=sys.stderr)
+            continue
         module.register(subparsers)
     return parser
 
@@ -79,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("orch: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `orch status | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -17,13 +17,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from orchestrator.errors import OrchestratorError
 from orchestrator.project import Project
 from orchestrator.scheduler.cluster import LocalHostSpec, start_local_cluster
 from orchestrator.scheduler.engine import Scheduler, SchedulerConfig
 from orchestrator.scheduler.reconcile import reconcile_after_crash
+from orchestrator.store import ProjectStore, RunState
 
 LOCK_FILE = "scheduler.lock"
 LOG_FILE = "scheduler.log"
@@ -73,15 +76,25 @@ def running_pid(project: Project) -> int | None:
     return None
 
 
-def ensure_daemon(project: Project, idle_exit_s: float = DEFAULT_IDLE_EXIT_S) -> int:
+class SchedulerStartError(OrchestratorError):
+    """The detached scheduler did not come up."""
+
+
+def ensure_daemon(project: Project, idle_exit_s: float = DEFAULT_IDLE_EXIT_S, workers: int | None = None,
+                  retries: int | None = None) -> int:
     """Start the project's scheduler detached unless one runs; return its pid."""
     pid = running_pid(project)
     if pid is not None:
         return pid
+    command = [sys.executable, "-m", "orchestrator.scheduler.daemon", str(project.path),
+               "--idle-exit", str(idle_exit_s)]
+    if workers is not None:
+        command += ["--workers", str(workers)]
+    if retries is not None:
+        command += ["--retries", str(retries)]
     log = open(project.path / LOG_FILE, "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.scheduler.daemon", str(project.path), "--idle-exit", str(idle_exit_s)],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True)
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                            start_new_session=True, close_fds=True)
     log.close()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -89,8 +102,8 @@ def ensure_daemon(project: Project, idle_exit_s: float = DEFAULT_IDLE_EXIT_S) ->
         if pid is not None:
             return pid
         if proc.poll() is not None:
-            raise RuntimeError(f"the scheduler exited at start (code {proc.returncode}); "
-                               f"see {project.path / LOG_FILE}")
+            raise SchedulerStartError(f"the scheduler exited at start (code {proc.returncode}); "
+                                      f"see {project.path / LOG_FILE}")
         time.sleep(0.05)
     return proc.pid
 
@@ -111,22 +124,36 @@ def serve(project: Project, idle_exit_s: float | None, workers: int | None = Non
     signal.signal(signal.SIGTERM, _stop)
     try:
         store = project.open_store()
-        reconcile_after_crash(store)
-        spec = LocalHostSpec(workers=workers or LocalHostSpec().workers)
-        cluster, client = start_local_cluster(spec)
+    except BaseException:
+        lock.release()
+        raise
+    try:
+        try:
+            reconcile_after_crash(store)
+            _serve_with_cluster(project, store, idle_exit_s, workers, retries, lambda: stopping)
+        finally:
+            lock.release()
+        # A run queued while we were going idle found our lock held and started no scheduler:
+        # hand it to a new one rather than leave it waiting.
+        if idle_exit_s is not None and not stopping and store.runs.list([RunState.QUEUED]):
+            ensure_daemon(project, idle_exit_s, workers, retries)
+    finally:
+        store.close()
+    return 0
+
+
+def _serve_with_cluster(project: Project, store: ProjectStore, idle_exit_s: float | None, workers: int | None,
+                        retries: int | None, stop: Callable[[], bool]) -> None:
+    spec = LocalHostSpec(workers=workers or LocalHostSpec().workers)
+    cluster, client = start_local_cluster(spec)
+    try:
         config = SchedulerConfig(worker_cpus=spec.cpus_per_worker)
         if retries is not None:
             config.default_retries = retries
-        scheduler = Scheduler(project, client, store, config=config)
-        try:
-            scheduler.run_until_idle(idle_exit_s, stop=lambda: stopping)
-        finally:
-            client.close()
-            cluster.close()
-            store.close()
+        Scheduler(project, client, store, config=config).run_until_idle(idle_exit_s, stop=stop)
     finally:
-        lock.release()
-    return 0
+        client.close()
+        cluster.close()
 
 
 def main(argv: list[str] | None = None) -> int:

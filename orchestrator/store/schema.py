@@ -103,7 +103,8 @@ class Run(Base):
     """One execution of a protocol with its params: the unit a user creates and watches."""
 
     __tablename__ = "runs"
-    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    # AUTOINCREMENT: a deleted run's id is never reused, so its events never point at another run
+    __table_args__ = (UniqueConstraint("project_id", "name"), {"sqlite_autoincrement": True})
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(256))
@@ -123,7 +124,7 @@ class Step(Base):
     """One step of a run: a named function call, where it ran and how it went."""
 
     __tablename__ = "steps"
-    __table_args__ = (UniqueConstraint("run_id", "name"),)
+    __table_args__ = (UniqueConstraint("run_id", "name"), {"sqlite_autoincrement": True})
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(256))
