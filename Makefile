@@ -29,17 +29,21 @@ install-test: $(STAMP)
 	$(PIP) install -q -e '.[test,postgres]'
 	$(PIP) install -q -e tests/plugin_testkit
 
+SERVICES := postgres slurm sge sshd
+
 system-deps:
-	bash tests/infra/system-deps.sh postgres relion
+	bash tests/infra/system-deps.sh postgres slurm slurm-accounting sge ssh relion
 
 infra-up: system-deps
-	bash tests/infra/postgres.sh start
+	@for s in $(SERVICES); do SLURM_ACCOUNTING=1 bash tests/infra/$$s.sh start || exit 1; done
 
 infra-down:
-	-bash tests/infra/postgres.sh stop
+	-@for s in $(SERVICES); do bash tests/infra/$$s.sh stop; done
 
+# Each service script prints the `export` lines its clients need (SLURM_CONF, SGE_ROOT, ...).
 test: install-test infra-up
-	ORCH_TEST_PG_URL="$$(bash tests/infra/postgres.sh url)" $(PY) -m pytest $(PYTEST_ARGS)
+	@eval "$$(for s in $(SERVICES); do bash tests/infra/$$s.sh env; done)" && \
+	  $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install-test
 	$(VENV)/bin/ruff check orchestrator tests bench plugins

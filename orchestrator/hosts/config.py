@@ -1,0 +1,190 @@
+"""Execution hosts as plain records: what a hosts file says once a validator has read it.
+
+A hosts file (TOML) holds ``[hosts.NAME]`` tables; :mod:`orchestrator.hosts.loader` reads
+and validates them into these dataclasses. Nothing here touches the network or a queue.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from orchestrator.hosts.errors import UnknownHostError
+
+
+class HostKind(enum.StrEnum):
+    LOCAL = "local"
+    SSH = "ssh"
+    SLURM = "slurm"
+    PBS = "pbs"
+    SGE = "sge"
+
+    @property
+    def is_queue(self) -> bool:
+        return self in (HostKind.SLURM, HostKind.PBS, HostKind.SGE)
+
+
+@dataclass(frozen=True)
+class SshConfig:
+    """How to reach a host (or a cluster's login node) over SSH."""
+
+    host: str
+    port: int = 22
+    user: str | None = None
+    key: Path | None = None
+    known_hosts: Path | None = None
+
+    @property
+    def destination(self) -> str:
+        return f"{self.user}@{self.host}" if self.user else self.host
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """One queue (SLURM partition, PBS/SGE queue) and the limits of one of its nodes.
+
+    ``gpu_request`` and ``memory_request`` are formats with the fields ``{n}`` / ``{type}``
+    and ``{mb}`` / ``{mb_per_cpu}``; ``None`` means the backend's default syntax.
+    """
+
+    name: str
+    cores: int | None = None
+    memory_mb: int | None = None
+    gpus: int = 0
+    gpu_type: str | None = None
+    walltime_s: int | None = None
+    max_nodes: int = 1
+    gpu_request: str | None = None
+    memory_request: str | None = None
+    parallel_env: str = "smp"
+    extra_directives: tuple[str, ...] = ()
+    max_jobs: int | None = None
+
+
+@dataclass(frozen=True)
+class PilotConfig:
+    """Pilot workers (dask-jobqueue jobs): the size of one pilot and how many may run."""
+
+    queue: str | None = None
+    cores: int = 1
+    memory_mb: int = 2048
+    walltime_s: int = 3600
+    processes: int = 1
+    gpus: int = 0
+    min_pilots: int = 0
+    max_pilots: int | None = None
+    interface: str | None = None
+    extra_directives: tuple[str, ...] = ()
+    local_directory: str | None = None
+    python: str | None = None
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """One execution host, validated. ``source`` is the file it came from (None: built in)."""
+
+    name: str
+    kind: HostKind
+    source: Path | None = None
+    description: str = ""
+    ssh: SshConfig | None = None
+    work_dir: str = ""
+    shared_fs: bool = False
+    path_map: tuple[tuple[str, str], ...] = ()
+    env_setup: tuple[str, ...] = ()
+    cores: int | None = None
+    memory_mb: int | None = None
+    gpus: int = 0
+    gpu_type: str | None = None
+    gpu_sharing: bool = False
+    workers: int | None = None
+    queues: dict[str, QueueConfig] = field(default_factory=dict)
+    default_queue: str | None = None
+    extra_directives: tuple[str, ...] = ()
+    max_jobs: int | None = None
+    template: str | None = None
+    pilot: PilotConfig = field(default_factory=PilotConfig)
+    user: str | None = None
+
+    @property
+    def is_queue(self) -> bool:
+        return self.kind.is_queue
+
+    @property
+    def is_remote(self) -> bool:
+        return self.ssh is not None
+
+    def queue(self, name: str | None = None) -> QueueConfig:
+        """The named queue, or the default one; an unknown name is a clear error."""
+        wanted = name or self.default_queue
+        if wanted is None or wanted not in self.queues:
+            known = ", ".join(sorted(self.queues)) or "none"
+            where = f" (from {self.source})" if self.source else ""
+            raise UnknownHostError(f"host {self.name!r}{where} has no queue {wanted!r}; queues: {known}")
+        return self.queues[wanted]
+
+    def map_path(self, path: str | os.PathLike[str]) -> str:
+        """A path of this machine as the host sees it (longest matching ``path_map`` prefix)."""
+        text = os.fspath(path)
+        best: tuple[str, str] | None = None
+        for local, remote in self.path_map:
+            if (text == local or text.startswith(local.rstrip("/") + "/")) and (
+                    best is None or len(local) > len(best[0])):
+                best = (local, remote)
+        if best is None:
+            return text
+        rest = text[len(best[0].rstrip("/")):].lstrip("/")
+        return str(PurePosixPath(best[1]) / rest) if rest else best[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``orch hosts show --json``."""
+        data: dict[str, Any] = {
+            "name": self.name, "kind": self.kind.value, "source": str(self.source) if self.source else None,
+            "description": self.description, "work_dir": self.work_dir, "shared_fs": self.shared_fs,
+            "path_map": dict(self.path_map), "env_setup": list(self.env_setup), "cores": self.cores,
+            "memory_mb": self.memory_mb, "gpus": self.gpus, "gpu_type": self.gpu_type,
+            "gpu_sharing": self.gpu_sharing, "workers": self.workers, "default_queue": self.default_queue,
+            "extra_directives": list(self.extra_directives), "max_jobs": self.max_jobs,
+            "template": self.template, "user": self.user,
+        }
+        if self.ssh:
+            data["ssh"] = {"host": self.ssh.host, "port": self.ssh.port, "user": self.ssh.user,
+                           "key": str(self.ssh.key) if self.ssh.key else None,
+                           "known_hosts": str(self.ssh.known_hosts) if self.ssh.known_hosts else None}
+        if self.queues:
+            data["queues"] = {name: {**vars(q), "extra_directives": list(q.extra_directives)}
+                              for name, q in self.queues.items()}
+            data["pilot"] = {**vars(self.pilot), "extra_directives": list(self.pilot.extra_directives)}
+        return data
+
+
+LOCAL_HOST = HostConfig(name="local", kind=HostKind.LOCAL, description="this machine (built in)",
+                        shared_fs=True, cores=os.cpu_count() or 1)
+
+
+@dataclass
+class HostRegistry:
+    """The hosts known to a project: every file read, later files overriding by host name."""
+
+    hosts: dict[str, HostConfig]
+    files: list[Path] = field(default_factory=list)
+
+    def get(self, name: str) -> HostConfig:
+        try:
+            return self.hosts[name]
+        except KeyError:
+            searched = ", ".join(str(p) for p in self.files) or "no hosts file found"
+            raise UnknownHostError(
+                f"unknown host {name!r}; known: {', '.join(sorted(self.hosts))} (read: {searched})") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.hosts
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.hosts.values())
+
+    def names(self) -> list[str]:
+        return list(self.hosts)

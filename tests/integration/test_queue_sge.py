@@ -1,0 +1,112 @@
+"""Batch jobs, status, cancel, qacct reconciliation and pilots against the REAL test Grid Engine.
+
+Grid Engine comes from ``tests/infra/sge.sh`` (one host, all.q with 8 slots, parallel
+environment smp). Finished jobs leave ``qstat`` at once, so every job here goes through the
+"vanished from the queue" path: settled from qacct, with the exit code from the sentinel.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from infra.services import require_service
+
+from orchestrator.hosts.batch import BatchQueue, accounting_fields
+from orchestrator.hosts.config import HostConfig
+from orchestrator.hosts.loader import load_hosts_file
+from orchestrator.hosts.pilots import start_pilot_cluster
+from orchestrator.hosts.queues.base import JobRequest, JobState
+from orchestrator.hosts.queues.poller import PollSettings
+from orchestrator.protocol.steps import Resources
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+FAST = PollSettings(fast_s=0.2, max_s=2, command_timeout_s=10, accounting_grace_s=10,
+                    lost_after_s=30)
+
+
+@pytest.fixture
+def host(monkeypatch: pytest.MonkeyPatch) -> HostConfig:
+    for key, value in require_service("sge").items():
+        monkeypatch.setenv(key, value)
+    return load_hosts_file(REPO / "hosts" / "ci-test.toml")["ci-sge"]
+
+
+@pytest.fixture
+def queue(host: HostConfig):  # type: ignore[no-untyped-def]
+    with BatchQueue(host, settings=FAST) as batch:
+        yield batch
+
+
+def bash(script: str) -> list[str]:
+    return ["bash", "-c", script]
+
+
+def test_parallel_job_runs_and_is_settled_from_qacct(queue: BatchQueue, tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    job = queue.submit(JobRequest("smp job", bash('echo "slots=$NSLOTS pe=$PE"'), str(tmp_path / "j"),
+                                  Resources(cpus=2, walltime_s=600)))
+    status = queue.wait(job.job_id, timeout_s=60)
+    elapsed = time.monotonic() - t0
+    assert status.state is JobState.DONE and status.exit_code == 0, status
+    assert "slots=2 pe=smp" in (tmp_path / "j" / "job.out").read_text()
+    assert status.source == "accounting" and status.accounting is not None
+    assert status.accounting.nodes and status.accounting.elapsed_s is not None
+    assert accounting_fields(status, "ci-sge")["max_memory_mb"] is not None
+    print(f"SGE batch job: submit -> settled from qacct in {elapsed:.2f} s, {queue.poller.stats}")
+
+
+def test_failed_job_keeps_its_exit_code(queue: BatchQueue, tmp_path: Path) -> None:
+    job = queue.submit(JobRequest("fails", bash("exit 3"), str(tmp_path / "j"), Resources()))
+    status = queue.wait(job.job_id, timeout_s=60)
+    assert (status.state, status.exit_code) == (JobState.FAILED, 3)
+    assert (tmp_path / "j" / "exit_code").read_text() == "3\n"
+
+
+def test_status_matches_qstat_and_qdel_reaches_the_queue(queue: BatchQueue, tmp_path: Path) -> None:
+    jobs = [queue.submit(JobRequest(f"wide{i}", ["sleep", "60"], str(tmp_path / f"j{i}"), Resources(cpus=4)))
+            for i in range(3)]  # 8 slots: two run, one waits
+    ids = [j.job_id for j in jobs]
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            queue.poller.poll_once()
+            mine = {i: queue.poller.status(i) for i in ids}
+            if sorted(s.state.value for s in mine.values()) == ["pending", "running", "running"]:
+                break
+            assert time.monotonic() < deadline, mine
+            time.sleep(0.2)
+        out = subprocess.run(["qstat", "-u", "*"], capture_output=True, text=True, check=True).stdout
+        theirs = {line.split()[0]: line.split()[4] for line in out.splitlines()[2:] if line.split()}
+        assert {i: mine[i].native_state for i in ids} == {i: theirs[i] for i in ids}
+        running = [s for s in mine.values() if s.state is JobState.RUNNING]
+        assert all(s.queue == "all.q" and s.nodes for s in running)
+    finally:
+        queue.cancel(ids)
+    for job_id in ids:
+        assert queue.wait(job_id, timeout_s=60).state is JobState.CANCELLED
+    out = subprocess.run(["qstat", "-u", "*"], capture_output=True, text=True, check=True).stdout
+    assert not any(line.split()[0] in ids for line in out.splitlines()[2:] if line.split())
+
+
+def test_pilots_run_dask_tasks(host: HostConfig, tmp_path: Path) -> None:
+    from distributed import Client
+
+    t0 = time.monotonic()
+    cluster = start_pilot_cluster(replace(host, pilot=replace(host.pilot, max_pilots=2)),
+                                  log_directory=tmp_path / "logs",
+                                  extra_kwargs={"local_directory": str(tmp_path / "dask")})
+    try:
+        with Client(cluster) as client:
+            futures = client.map(lambda i: (i + 1, os.environ.get("JOB_ID")), range(30), resources={"cpus": 1})
+            results = client.gather(futures)
+            assert [r[0] for r in results] == list(range(1, 31))
+            assert None not in {r[1] for r in results}  # ran inside Grid Engine jobs
+            print(f"SGE pilots (adaptive): 30 tasks done {time.monotonic() - t0:.2f} s after start")
+    finally:
+        cluster.close()
