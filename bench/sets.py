@@ -29,6 +29,12 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+
+# bench/queue.py must not hide the standard library's queue (dask imports it): look in this
+# folder last, only for our own helper modules such as anchor.py.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
+
 from anchor import run_anchor
 
 from orchestrator.store import ProjectStore

@@ -24,6 +24,12 @@ import time
 from pathlib import Path
 
 import psutil
+
+# bench/queue.py must not hide the standard library's queue (dask imports it): look in this
+# folder last, only for our own helper modules such as anchor.py.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
+
 from anchor import run_anchor
 
 from orchestrator.plugins import discover

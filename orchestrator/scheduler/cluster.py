@@ -37,7 +37,7 @@ def start_local_cluster(spec: LocalHostSpec) -> tuple[LocalCluster, Client]:
                           "distributed.worker.daemon": False,
                           "distributed.admin.tick.limit": "10s"}):
         cluster = LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True,
-                               resources=worker_resources(spec), dashboard_address=None,
+                               resources=worker_resources(spec), dashboard_address=":0",
                                memory_limit=spec.memory_limit or 0, silence_logs=logging.CRITICAL)
         client = Client(cluster, set_as_default=False)
     return cluster, client
