@@ -37,7 +37,7 @@ EPILOG = """examples:
   orch project create myproj            create a project folder with its store
   orch project list --json              list known projects as JSON
   orch plugins                          list installed plugins and their state
-  orch run myproj emtools.simulate n_particles=500
+  orch run myproj emtools.simulate n_micrographs=12 particles_per_micrograph=100 --wait
   orch status myproj                    runs and steps, read from the store alone
 """
 

@@ -7,6 +7,7 @@ this code, and upgrading it when it is older. A plain file path means SQLite.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -22,8 +23,6 @@ from orchestrator.store.runs import EventLog, OutputTable, RunTable, StepTable
 from orchestrator.store.schema import ItemSetRow, Project, User
 from orchestrator.store.sets import DEFAULT_CHUNK_SIZE, ItemSet, create_set, now
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
-
 
 def normalise_url(url_or_path: str | Path) -> str:
     text = str(url_or_path)
@@ -36,6 +35,13 @@ def _display(url: str) -> str:
 
 
 def _check_sqlite_file(url: str, must_exist: bool) -> None:
+    """Refuse a missing file, a directory or a file that is not an SQLite database, by name.
+
+    The check goes through SQLite itself (a read-only connection), never a plain open() of
+    the file: closing any descriptor of a file drops every POSIX lock this process holds on
+    it, including those of open store connections, and another process could then remove
+    the write-ahead log under them. SQLite tracks its descriptors per inode and does not.
+    """
     path = sqlite_path(url)
     if path is None:
         return
@@ -45,12 +51,20 @@ def _check_sqlite_file(url: str, must_exist: bool) -> None:
         return
     if path.is_dir():
         raise NotAStoreError(f"{path}: is a directory, not a project store")
-    with path.open("rb") as handle:
-        head = handle.read(len(SQLITE_MAGIC))
-    if must_exist and head != SQLITE_MAGIC:
-        if not head:
-            raise NotAStoreError(f"{path}: empty file, not a project store")
-        raise NotAStoreError(f"{path}: not a project store (not an SQLite database)")
+    if not must_exist:
+        return
+    if path.stat().st_size == 0:
+        raise NotAStoreError(f"{path}: empty file, not a project store")
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            connection.execute("PRAGMA schema_version").fetchone()
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as exc:
+        if "not a database" in str(exc):
+            raise NotAStoreError(f"{path}: not a project store (not an SQLite database)") from None
+        raise CorruptStoreError(f"{path}: the store is damaged ({exc}); restore it from a backup") from None
 
 
 class ProjectStore:
