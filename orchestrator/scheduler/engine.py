@@ -142,8 +142,7 @@ class Scheduler:
             active.waiting_deps[name] = sum(1 for d in graph[name].deps if d not in active.finished)
             if active.waiting_deps[name] == 0:
                 active.ready.append(name)
-        for row in self.store.steps.list(run.id):
-            active.attempts[row.name] = row.attempt
+        active.attempts.update(self.store.steps.column(run.id, "attempt"))
         self.active[run.id] = active
         self.on_event(f"run {run.name} started")
         if not active.remaining:
@@ -158,7 +157,7 @@ class Scheduler:
 
     def _finish_run(self, active: ActiveRun) -> None:
         run = active.run
-        results = {row.name: row.result for row in self.store.steps.list(run.id)}
+        results = self.store.steps.column(run.id, "result")
         try:
             outputs = active.protocol().collect_outputs(active.params, results)
         except Exception as exc:  # noqa: BLE001 - a protocol's output error fails its run, not the scheduler

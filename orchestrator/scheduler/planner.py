@@ -139,7 +139,7 @@ def plan_run(store: ProjectStore, run: RunRecord, graph: StepGraph, run_dir: Pat
             store.steps.update(row.id, **fields)
     store.steps.add(run.id, new_rows)
     store.steps.transitions(resets)
-    step_ids = {s.name: s.id for s in store.steps.list(run.id)}
+    step_ids = store.steps.column(run.id, "id")
     return Plan(graph, step_ids, kept, [s.name for s in graph.topological_order() if s.name in dirty])
 
 

@@ -193,6 +193,12 @@ class StepTable(_Table):
         with self.engine.connect() as conn:
             return [StepRecord.from_row(r) for r in conn.execute(query)]
 
+    def column(self, run_id: int, name: str) -> dict[str, Any]:
+        """One column of every step of a run, by step name (cheap for runs of 100k steps)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(_STEPS.c.name, _STEPS.c[name]).where(_STEPS.c.run_id == run_id))
+            return {step_name: value for step_name, value in rows}
+
     def get(self, step_id: int) -> StepRecord:
         with self.engine.connect() as conn:
             row = conn.execute(select(_STEPS).where(_STEPS.c.id == step_id)).first()
