@@ -23,7 +23,7 @@ from orchestrator.transfer.status import transfer_status
 EPILOG = """examples:
   orch transfer status myproj               files being staged in/out, speed, time left; recent calls
   orch transfer status myproj --run ctf-2   only one run's transfers
-  orch transfer status myproj --watch       redraw every second until nothing moves
+  orch transfer status myproj --watch       redraw every second until nothing moves (or all stalled)
   orch transfer status myproj --json        the same as JSON
 """
 
@@ -58,7 +58,7 @@ def _status(args: argparse.Namespace) -> int:
             return 0
         if args.watch and data["active"]:
             with Live(_bars(data["active"]), console=console, refresh_per_second=2) as live:
-                while data["active"]:
+                while data["active"] and not all(call["stalled"] for call in data["active"]):
                     time.sleep(1.0)
                     data = _read(store, args)
                     live.update(_bars(data["active"]))
