@@ -15,6 +15,7 @@ appenders (streaming steps) never interleave half-written chunks.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -328,9 +329,14 @@ class ItemSet:
         return self.iter_objects()
 
     def iter_objects(self, where: Sequence[Condition] = (), **kwargs: Any) -> Iterator[Any]:
-        """Yield independent objects (e.g. Particle) for the matching items, chunk by chunk."""
-        for block in self.iter_blocks(None, where, **kwargs):
-            yield from self.schema.objects(block)
+        """Independent objects (e.g. Particle) for the matching items, built chunk by chunk.
+
+        A chain of per-chunk ``map`` iterators rather than a generator: no Python frame is
+        resumed per item.
+        """
+        schema = self.schema
+        return itertools.chain.from_iterable(
+            schema.objects(block) for block in self.iter_blocks(None, where, **kwargs))
 
     def where(self, *conditions: Condition, **kwargs: Any) -> list[Any]:
         """The matching items as a list of objects (for small selections)."""
