@@ -134,6 +134,18 @@ class _RelionRefine(Protocol):
         return str(p.reference_file) if p.reference_file is not None else None
 
 
+def _offset_params() -> list[FloatParam]:
+    """The translational search every refinement protocol exposes."""
+    return [
+        FloatParam("offset_range", default=5.0, min=0.0, label="Offset search range (px)"),
+        FloatParam("offset_step", default=1.0, min=0.1, label="Offset search step (px)"),
+    ]
+
+
+def _offset_args(p: ResolvedParams) -> list[str]:
+    return ["--offset_range", f"{p.offset_range:g}", "--offset_step", f"{p.offset_step:g}"]
+
+
 class Class2D(_RelionRefine):
     """Reference-free 2D classification with relion_refine (RELION 3.1).
 
@@ -153,8 +165,7 @@ class Class2D(_RelionRefine):
         _diameter(),
         BoolParam("ctf", default=True, label="CTF correction"),
         FloatParam("psi_step", default=10.0, min=0.5, label="In-plane angular step (°)"),
-        FloatParam("offset_range", default=5.0, min=0.0, label="Offset search range (px)"),
-        FloatParam("offset_step", default=1.0, min=0.1, label="Offset search step (px)"),
+        *_offset_params(),
         IntParam("random_seed", default=1, label="Random seed"),
         *parallel_params(),
     ]
@@ -174,10 +185,7 @@ class Class2D(_RelionRefine):
             "1",
             "--psi_step",
             f"{p.psi_step:g}",
-            "--offset_range",
-            f"{p.offset_range:g}",
-            "--offset_step",
-            f"{p.offset_step:g}",
+            *_offset_args(p),
             "--random_seed",
             str(p.random_seed),
             *_COMMON_FLAGS,
@@ -211,8 +219,7 @@ class Class3D(_RelionRefine):
             label="Angular sampling (HEALPix order)",
             help="0: 60°, 1: 30°, 2: 15°, 3: 7.5°, 4: 3.7°",
         ),
-        FloatParam("offset_range", default=5.0, min=0.0, label="Offset search range (px)"),
-        FloatParam("offset_step", default=1.0, min=0.1, label="Offset search step (px)"),
+        *_offset_params(),
         IntParam("random_seed", default=1, label="Random seed"),
         *parallel_params(),
     ]
@@ -236,10 +243,7 @@ class Class3D(_RelionRefine):
             "1",
             "--healpix_order",
             str(p.healpix_order),
-            "--offset_range",
-            f"{p.offset_range:g}",
-            "--offset_step",
-            f"{p.offset_step:g}",
+            *_offset_args(p),
             "--sym",
             p.symmetry.upper(),
             "--random_seed",
@@ -274,8 +278,7 @@ class AutoRefine(_RelionRefine):
             help="0: 60°, 1: 30°, 2: 15°, 3: 7.5°",
         ),
         IntParam("local_healpix_order", default=4, min=0, max=8, label="Local searches from (HEALPix order)"),
-        FloatParam("offset_range", default=5.0, min=0.0, label="Offset search range (px)"),
-        FloatParam("offset_step", default=1.0, min=0.1, label="Offset search step (px)"),
+        *_offset_params(),
         FloatParam("low_resol_join_halves", default=40.0, min=0.0, label="Join halves below (Å)"),
         IntParam("random_seed", default=1, label="Random seed"),
         *parallel_params(mpi_default=3, mpi_min=3),
@@ -298,10 +301,7 @@ class AutoRefine(_RelionRefine):
             str(p.healpix_order),
             "--auto_local_healpix_order",
             str(p.local_healpix_order),
-            "--offset_range",
-            f"{p.offset_range:g}",
-            "--offset_step",
-            f"{p.offset_step:g}",
+            *_offset_args(p),
             "--sym",
             p.symmetry.upper(),
             "--low_resol_join_halves",
