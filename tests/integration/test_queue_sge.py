@@ -26,7 +26,7 @@ from orchestrator.protocol.steps import Resources
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
-FAST = PollSettings(fast_s=0.2, max_s=2, command_timeout_s=10, accounting_grace_s=10,
+FAST = PollSettings(fast_s=0.2, max_s=2, command_timeout_s=10, accounting_grace_s=60,
                     lost_after_s=30)
 
 
