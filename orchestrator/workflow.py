@@ -31,7 +31,7 @@ from orchestrator.project import Project
 from orchestrator.scheduler import planner
 from orchestrator.store import ProjectStore, RunRecord, RunState
 
-RUN_KEYS = frozenset({"name", "protocol", "params"})
+RUN_KEYS = frozenset({"name", "protocol", "params", "host"})
 
 
 class WorkflowError(UsageError):
@@ -46,6 +46,7 @@ class WorkflowRun:
     name: str
     protocol: str
     params: dict[str, Any] = field(default_factory=dict)
+    host: str | None = None
 
     @property
     def label(self) -> str:
@@ -120,7 +121,10 @@ def _parse_run(path: Path, index: int, entry: Any, seen: set[str]) -> WorkflowRu
     params = entry.get("params", {})
     if not isinstance(params, dict):
         raise WorkflowError(f'{where}: "params" must be an object of param name -> value')
-    return WorkflowRun(index, name, protocol, dict(params))
+    host = entry.get("host")
+    if host is not None and (not isinstance(host, str) or not host):
+        raise WorkflowError(f'{where}: "host" must be the name of a host of the hosts files')
+    return WorkflowRun(index, name, protocol, dict(params), host)
 
 
 def check_workflow(workflow: Workflow, registry: PluginRegistry, store: ProjectStore, project: Project) -> None:
@@ -166,15 +170,17 @@ def _check_pointer(workflow: Workflow, run: WorkflowRun, position: int, param: s
 
 
 def submit_workflow(workflow: Workflow, registry: PluginRegistry, store: ProjectStore,
-                    project: Project) -> list[RunRecord]:
-    """Create every run of the workflow (all or none), then queue them in file order."""
+                    project: Project, host: str | None = None) -> list[RunRecord]:
+    """Create every run of the workflow (all or none), then queue them in file order.
+
+    ``host`` (``orch run --host``) overrides every run's own ``host`` key."""
     check_workflow(workflow, registry, store, project)
     created: list[RunRecord] = []
     try:
         for run in workflow.runs:
             try:
                 created.append(planner.create_run(store, project, registry, run.protocol, run.params,
-                                                  name=run.name, queue=False))
+                                                  name=run.name, host=host or run.host or "local", queue=False))
             except OrchestratorError as exc:
                 raise workflow.error(str(exc), run, exc) from None
     except BaseException:

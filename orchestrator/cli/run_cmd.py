@@ -65,6 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--restart", metavar="RUN", help="re-queue an existing run (id or name) with its params")
     source.add_argument("--describe", action="store_true", help="print the protocol's params and exit")
     parser.add_argument("--name", help="name of the new run (default: <protocol>-<id>)")
+    parser.add_argument("--host", default=None, metavar="HOST",
+                        help="execution host from the hosts files (default: local; see `orch hosts list`)")
     parser.add_argument("--wait", action="store_true", help="follow the run(s) until they end; exit with the outcome")
     parser.add_argument("--timeout", type=float, metavar="S",
                         help="wait at most S seconds (implies --wait); then exit 124")
@@ -82,12 +84,13 @@ def _run(args: argparse.Namespace) -> int:
     registry = discover()
     with project.open_store() as store:
         if args.workflow is not None:
-            runs = submit_workflow(load_workflow(args.workflow), registry, store, project)
+            runs = submit_workflow(load_workflow(args.workflow), registry, store, project, host=args.host)
         elif args.restart is not None:
             runs = [_restart(store, args.restart)]
         else:
             params = parse_params(args.params)
-            runs = [planner.create_run(store, project, registry, args.protocol, params, name=args.name)]
+            runs = [planner.create_run(store, project, registry, args.protocol, params, name=args.name,
+                                       host=args.host or "local")]
         if not args.json:
             for run in runs:
                 console.print(f"queued run [bold]{escape(run.name)}[/] (id {run.id}, {run.protocol})")

@@ -150,7 +150,11 @@ def _serve_with_cluster(project: Project, store: ProjectStore, idle_exit_s: floa
         config = SchedulerConfig(worker_cpus=spec.cpus_per_worker)
         if retries is not None:
             config.default_retries = retries
-        Scheduler(project, client, store, config=config).run_until_idle(idle_exit_s, stop=stop)
+        scheduler = Scheduler(project, client, store, config=config)
+        try:
+            scheduler.run_until_idle(idle_exit_s, stop=stop)
+        finally:
+            scheduler.close_hosts()
     finally:
         client.close()
         cluster.close()

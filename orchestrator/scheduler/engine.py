@@ -29,7 +29,8 @@ from orchestrator.plugins import PluginRegistry, discover
 from orchestrator.project import Project
 from orchestrator.protocol import Protocol, ResolvedParams, Step, StepGraph
 from orchestrator.scheduler import planner
-from orchestrator.scheduler.worker_task import StepFailed, StepPayload, run_step_task
+from orchestrator.scheduler.executors import HostExecutor, HostExecutors, HostUnusable, LocalExecutor
+from orchestrator.scheduler.worker_task import StepFailed, StepPayload
 from orchestrator.store import ProjectStore, RunRecord, RunState, StepState, StepTransition
 
 log = logging.getLogger("orchestrator.scheduler")
@@ -40,9 +41,11 @@ class SchedulerConfig:
     poll_interval_s: float = 0.5
     default_retries: int = 2
     max_in_flight: int = 2000
+    #: the name of the host whose cluster ``client`` is (runs of other hosts get their own executor)
     host: str = "local"
     worker_cpus: int = 1
     worker_gpus: int = 0
+    gpu_sharing: bool = False
 
 
 @dataclass
@@ -53,6 +56,7 @@ class ActiveRun:
     protocol: type[Protocol]
     params: ResolvedParams
     graph: StepGraph
+    executor: HostExecutor
     step_ids: dict[str, int]
     remaining: set[str]
     finished: set[str] = field(default_factory=set)
@@ -64,15 +68,23 @@ class ActiveRun:
 
 
 class Scheduler:
-    """Executes a project's queued runs on one dask client (see the module docstring)."""
+    """Executes a project's queued runs (see the module docstring).
+
+    ``client`` is the dask client of the local host's cluster; runs on other hosts go to
+    executors made from the project's hosts files on first use (``executors``).
+    """
 
     def __init__(self, project: Project, client: Client, store: ProjectStore | None = None,
-                 registry: PluginRegistry | None = None, config: SchedulerConfig | None = None) -> None:
+                 registry: PluginRegistry | None = None, config: SchedulerConfig | None = None,
+                 executors: HostExecutors | None = None) -> None:
         self.project = project
         self.client = client
         self.store = store or project.open_store()
         self.registry = registry or discover()
         self.config = config or SchedulerConfig()
+        self.executors = executors or HostExecutors(
+            LocalExecutor(client, self.config.host, self.config.worker_cpus, self.config.worker_gpus,
+                          self.config.gpu_sharing), project.path, self.store)
         self.active: dict[int, ActiveRun] = {}
         self.done_queue: queue.Queue[tuple[int, str, Future]] = queue.Queue()
         self.key_owner: dict[str, tuple[int, str]] = {}
@@ -85,6 +97,7 @@ class Scheduler:
         if now - self._last_poll >= self.config.poll_interval_s:
             self._last_poll = now
             self.poll_store()
+            self.executors.tick()
         self.submit_ready()
         self.handle_completions(wait_s)
 
@@ -116,7 +129,6 @@ class Scheduler:
             protocol = self.registry.protocol(run.protocol)
             params = planner.bound_params(protocol, self.store, self.project, run)
             graph = protocol().build_steps(params)
-            self._check_resources(graph)
         except planner.InputsNotReady:
             return
         except planner.InputsFailed as exc:
@@ -126,13 +138,19 @@ class Scheduler:
             log.exception("run %s cannot start", run.name)
             self.store.runs.set_state(run.id, RunState.FAILED, error=f"cannot start: {type(exc).__name__}: {exc}")
             return
+        try:
+            executor = self.executors.get(run.host)
+            executor.check(graph)
+        except HostUnusable as exc:
+            self.store.runs.set_state(run.id, RunState.FAILED, error=f"cannot start: {exc}")
+            return
         run_dir = self.project.run_dir(run.name)
         run_dir.mkdir(parents=True, exist_ok=True)
         plan = planner.plan_run(self.store, run, graph, run_dir, self.config.default_retries)
         if run.run_state is not RunState.RUNNING:
             self.store.runs.set_state(run.id, RunState.RUNNING,
                                       message=f"{len(plan.to_run)} step(s) to run, {len(plan.kept)} unchanged")
-        active = ActiveRun(self.store.runs.get(run.id), protocol, params, graph, plan.step_ids,
+        active = ActiveRun(self.store.runs.get(run.id), protocol, params, graph, executor, plan.step_ids,
                            remaining=set(plan.to_run), finished=set(plan.kept))
         for step in graph.topological_order():
             active.dependents.setdefault(step.name, [])
@@ -147,13 +165,6 @@ class Scheduler:
         self.on_event(f"run {run.name} started")
         if not active.remaining:
             self._finish_run(active)
-
-    def _check_resources(self, graph: StepGraph) -> None:
-        for step in graph:
-            if step.resources.gpus > self.config.worker_gpus:
-                raise planner.InputsFailed(
-                    f"step '{step.name}' needs {step.resources.gpus} GPU(s); host {self.config.host} offers "
-                    f"{self.config.worker_gpus} per worker")
 
     def _finish_run(self, active: ActiveRun) -> None:
         run = active.run
@@ -184,7 +195,9 @@ class Scheduler:
             return
         futures = list(active.in_flight.values())
         if futures:
-            self.client.cancel(futures)
+            in_flight = {active.step_ids[name] for name in active.in_flight}
+            records = [s for s in self.store.steps.list(run_id) if s.id in in_flight]
+            active.executor.cancel(futures, records)
         pending = [StepTransition(active.step_ids[name], StepState.CANCELLED, reason,
                                   expected=(StepState.PENDING, StepState.QUEUED))
                    for name in active.remaining if name not in active.finished]
@@ -222,7 +235,7 @@ class Scheduler:
             store_url=self.store.url, project_dir=str(self.project.path), run_id=active.run.id,
             run_dir=str(run_dir), step_id=active.step_ids[name], step_name=name, func=step.func,
             args=step.args, attempt=attempt, log_path=str(run_dir / "logs" / f"{name}.log"),
-            host=self.config.host, params=active.run.params)
+            host=active.run.host, params=active.run.params)
         return name, payload, step
 
     def _submit(self, active: ActiveRun, batch: list[tuple[str, StepPayload, Step]]) -> None:
@@ -231,25 +244,14 @@ class Scheduler:
         self.store.steps.transitions([
             StepTransition(payload.step_id, StepState.QUEUED, fields={
                 "hash": planner.current_hash(step, run_dir), "attempt": payload.attempt,
-                "queued_at": queued_at, "host": self.config.host})
+                "queued_at": queued_at, "host": active.run.host})
             for _name, payload, step in batch])
         for name, payload, step in batch:
             key = f"step-{payload.step_id}-a{payload.attempt}-{active.run.id}"
-            future = self.client.submit(run_step_task, payload, key=key, resources=self._resources(step),
-                                        pure=False)
+            future = active.executor.submit(payload, step, key)
             active.in_flight[name] = future
             self.key_owner[key] = (active.run.id, name)
             future.add_done_callback(lambda f, r=active.run.id, n=name: self.done_queue.put((r, n, f)))
-
-    def _resources(self, step: Step) -> dict[str, float] | None:
-        """Dask resource restrictions, only where they select workers.
-
-        Every local worker offers ``worker_cpus`` and runs one step at a time, so a CPU-only
-        step fits any idle worker: restricting it would only slow dask's placement.
-        """
-        if step.resources.gpus:
-            return {"gpus": step.resources.gpus, "cpus": min(step.resources.cpus, self.config.worker_cpus)}
-        return None
 
     def handle_completions(self, wait_s: float) -> None:
         try:
@@ -305,6 +307,11 @@ class Scheduler:
         self._fail_run(active, f"step '{name}' failed after {active.attempts.get(name, 1)} attempt(s): "
                                f"{(row.error or str(exception)).splitlines()[0]}")
 
+    def close_hosts(self) -> None:
+        """Release the hosts this scheduler opened (pilots cancelled, pollers stopped)."""
+        self.executors.close(keep=self.config.host)
+
     def close(self) -> None:
+        self.close_hosts()
         self.store.close()
 

@@ -37,6 +37,10 @@ def create_run(store: ProjectStore, project: Project, registry: PluginRegistry, 
     """Validate, save and (by default) queue a run; pointers are checked against the store."""
     protocol = registry.protocol(protocol_name)
     params = protocol.validate(raw_params, base_dir=project.path)
+    if host != "local":
+        from orchestrator.hosts.loader import load_hosts
+
+        load_hosts(project.path).get(host)  # an unknown host is refused now, not when the run starts
     links = []
     for param_name, pointer in params.pointers().items():
         producer = store.runs.get(pointer.run)

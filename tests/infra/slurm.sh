@@ -249,6 +249,21 @@ do_start() {
   log "started ($WANT_MODE, ports $(cat "$PORTS_FILE")) in $(( $(now_ms) - t0 )) ms"
 }
 
+# Tests that need the controller down for a while (jobs keep running; the queue goes silent):
+# stop only slurmctld, then start it again from its saved state (no -c: the jobs come back).
+do_controller_stop() {
+  stop_pidfile "$CTLD_PID" 15 slurmctld
+  log "slurmctld stopped (slurmd and the jobs keep running)"
+}
+
+do_controller_start() {
+  pidfile_alive "$CTLD_PID" && { log "slurmctld already running"; return 0; }
+  spawn slurmctld -f "$CONF" || { show_log_tail "${LOGS[0]}"; die "slurmctld failed to restart"; }
+  wait_until "$START_TIMEOUT" "slurmctld to answer" "${LOGS[0]}" node_usable ||
+    die "slurmctld did not answer within ${START_TIMEOUT}s of its restart"
+  log "slurmctld restarted from its saved state"
+}
+
 do_status() {
   if healthy; then
     echo "slurm: running ($(mode)), node $(node_state), ports $(cat "$PORTS_FILE"), SLURM_CONF=$CONF"
@@ -265,11 +280,14 @@ do_env() {
 }
 
 cmd=${1:-}
-case "$cmd" in start|stop|status|env) ;; *) usage "start|stop|status|env" ;; esac
+case "$cmd" in start|stop|status|env|controller-stop|controller-start) ;;
+  *) usage "start|stop|status|env|controller-stop|controller-start" ;; esac
 take_lock slurm
 case "$cmd" in
   start) need_root; do_start ;;
   stop) need_root; do_stop ;;
   status) do_status ;;
   env) do_env ;;
+  controller-stop) need_root; do_controller_stop ;;
+  controller-start) need_root; do_controller_start ;;
 esac

@@ -29,9 +29,11 @@ def noop_step(ctx: StepContext) -> None:
 
 
 def sleep_step(ctx: StepContext, seconds: float) -> dict[str, Any]:
-    """Sleep; report the GPUs the step was given so tests can check GPU assignment."""
+    """Sleep; report the GPUs the step was given and the batch job it ran in (SLURM, SGE, PBS)."""
     time.sleep(seconds)
-    return {"slept": seconds, "gpus": list(ctx.gpus)}
+    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("JOB_ID") or os.environ.get("PBS_JOBID")
+    return {"slept": seconds, "gpus": list(ctx.gpus), "job": job,
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
 def flaky_step(ctx: StepContext, fail_times: int, fail_always: bool) -> dict[str, Any]:

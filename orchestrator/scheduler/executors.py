@@ -1,0 +1,151 @@
+"""Where steps run: one executor per execution host, behind the same three calls.
+
+The scheduler does not care whether a step runs on the workstation's LocalCluster, in a
+pilot worker of a SLURM/SGE/PBS cluster, or as a batch job of its own: it asks the run's
+host executor to ``check`` a run's steps, to ``submit`` a step (which returns a dask future)
+and to ``cancel`` steps. Executors are made on first use from the project's hosts files and
+closed (pilots cancelled, pollers stopped) when the scheduler stops.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from distributed import Client, Future
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.hosts.config import HostConfig, HostKind
+from orchestrator.hosts.loader import load_hosts
+from orchestrator.protocol import Step, StepGraph
+from orchestrator.scheduler.gpu_task import run_gpu_step_task
+from orchestrator.scheduler.worker_task import StepPayload, run_step_task
+from orchestrator.store import ProjectStore, StepRecord
+
+log = logging.getLogger("orchestrator.scheduler")
+
+
+class HostUnusable(OrchestratorError):
+    """A run's host cannot run it (unknown, misconfigured, or its steps do not fit)."""
+
+
+class HostExecutor(ABC):
+    """Runs steps on one host."""
+
+    name: str
+    client: Client
+
+    @abstractmethod
+    def check(self, graph: StepGraph) -> None:
+        """Raise HostUnusable naming the step when one cannot ever run on this host."""
+
+    @abstractmethod
+    def submit(self, payload: StepPayload, step: Step, key: str) -> Future:
+        """Hand one attempt of a step to the host; the future ends when the attempt has."""
+
+    def cancel(self, futures: list[Future], steps: Iterable[StepRecord]) -> None:
+        """Stop these attempts (their records are already CANCELLED)."""
+        if futures:
+            self.client.cancel(futures)
+
+    def tick(self) -> None:
+        """Called on every scheduler loop: scale pilots, and so on."""
+        return None
+
+    def close(self) -> None:
+        """Release what the executor holds on the host."""
+        return None
+
+
+class LocalExecutor(HostExecutor):
+    """The embedded default: a LocalCluster of one-thread workers on this machine."""
+
+    def __init__(self, client: Client, name: str = "local", worker_cpus: int = 1, worker_gpus: int = 0,
+                 gpu_sharing: bool = False) -> None:
+        self.name = name
+        self.client = client
+        self.worker_cpus = worker_cpus
+        self.worker_gpus = worker_gpus
+        self.gpu_sharing = gpu_sharing
+
+    def check(self, graph: StepGraph) -> None:
+        for step in graph:
+            if step.resources.gpus > self.worker_gpus:
+                raise HostUnusable(f"step '{step.name}' needs {step.resources.gpus} GPU(s); host {self.name} "
+                                   f"offers {self.worker_gpus} per worker")
+
+    def submit(self, payload: StepPayload, step: Step, key: str) -> Future:
+        if step.resources.gpus:
+            # Restricted to workers that hold the GPUs; the worker's pool says which ones.
+            resources = {"gpus": step.resources.gpus, "cpus": min(step.resources.cpus, self.worker_cpus)}
+            return self.client.submit(run_gpu_step_task, payload, step.resources.gpus, self.worker_gpus,
+                                      self.gpu_sharing, key=key, resources=resources, pure=False)
+        # Every local worker runs one step at a time, so a CPU-only step fits any idle worker:
+        # a resource restriction would only slow dask's placement.
+        return self.client.submit(run_step_task, payload, key=key, pure=False)
+
+
+ExecutorFactory = Callable[[HostConfig], HostExecutor]
+
+
+class HostExecutors:
+    """The executors of one scheduler, made on first use, by host name."""
+
+    def __init__(self, local: HostExecutor, project_dir: Path, store: ProjectStore,
+                 factories: dict[HostKind, ExecutorFactory] | None = None) -> None:
+        self.project_dir = project_dir
+        self.store = store
+        self._executors: dict[str, HostExecutor] = {local.name: local}
+        self._factories = factories if factories is not None else default_factories(project_dir, store)
+
+    def get(self, host_name: str) -> HostExecutor:
+        """The executor of ``host_name`` (HostUnusable with the reason when there can be none)."""
+        executor = self._executors.get(host_name)
+        if executor is not None:
+            return executor
+        try:
+            host = load_hosts(self.project_dir).get(host_name)
+        except OrchestratorError as exc:
+            raise HostUnusable(str(exc)) from None
+        factory = self._factories.get(host.kind)
+        if factory is None:
+            raise HostUnusable(f"host {host_name!r} is of kind {host.kind.value!r}, which this scheduler "
+                               "cannot run steps on yet")
+        try:
+            executor = factory(host)
+        except OrchestratorError as exc:
+            raise HostUnusable(f"host {host_name!r}: {exc}") from None
+        self._executors[host_name] = executor
+        log.info("host %s ready (%s)", host_name, type(executor).__name__)
+        return executor
+
+    def all(self) -> list[HostExecutor]:
+        return list(self._executors.values())
+
+    def tick(self) -> None:
+        for executor in self._executors.values():
+            executor.tick()
+
+    def close(self, keep: str | None = "local") -> None:
+        """Close every executor but ``keep`` (the local one belongs to whoever made its cluster)."""
+        for name, executor in list(self._executors.items()):
+            if name == keep:
+                continue
+            try:
+                executor.close()
+            except OrchestratorError as exc:
+                log.warning("closing host %s: %s", name, exc)
+            del self._executors[name]
+
+
+def default_factories(project_dir: Path, store: ProjectStore) -> dict[HostKind, ExecutorFactory]:
+    """Queue hosts run in pilots and batch jobs (imported lazily: dask-jobqueue is not light)."""
+
+    def queue_executor(host: HostConfig) -> HostExecutor:
+        from orchestrator.scheduler.queue_executor import QueueExecutor
+
+        return QueueExecutor(host, project_dir, store)
+
+    return {HostKind.SLURM: queue_executor, HostKind.SGE: queue_executor, HostKind.PBS: queue_executor}

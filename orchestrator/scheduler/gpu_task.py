@@ -1,0 +1,30 @@
+"""A step that needs GPUs, run inside a dask worker: lease them from the worker's pool first.
+
+dask's resource accounting keeps a worker from taking more GPU steps than it has GPUs, but
+it does not say *which* GPUs a step may use. The worker's :class:`GpuPool` does: it hands
+out distinct devices (the queue's own allocation when the worker runs inside a batch job,
+else ``0..N-1`` of what the host declares), the step runs with exactly those in
+``CUDA_VISIBLE_DEVICES``, and its record says which ones it had.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from orchestrator.hosts.gpus import worker_gpu_pool
+from orchestrator.scheduler.worker_task import StepPayload, run_step_task
+
+#: a GPU step waits this long for its worker's GPUs before failing (dask should never make it wait)
+LEASE_TIMEOUT_S = 600.0
+
+
+def run_gpu_step_task(payload: StepPayload, gpus: int, declared: int, sharing: bool = False) -> dict[str, Any] | None:
+    """Lease ``gpus`` devices of this worker, run the step with them, give them back."""
+    pool = worker_gpu_pool(declared, sharing=sharing)
+    lease = pool.acquire(gpus, owner=f"step {payload.step_id} attempt {payload.attempt}", timeout_s=LEASE_TIMEOUT_S)
+    try:
+        devices: list[Any] = [int(d) if d.isdigit() else d for d in lease.devices]
+        return run_step_task(replace(payload, gpus=devices))
+    finally:
+        pool.release(lease)

@@ -1,0 +1,185 @@
+"""Steps on a SLURM / SGE / PBS host: small ones in pilot workers, big ones as their own jobs.
+
+- **Pilots** (dask-jobqueue): a step that fits one pilot worker's share (cores, GPUs, memory,
+  one MPI rank) is submitted to the pilot cluster with its needs as dask resources, so dask
+  places it only on a worker that holds them. The executor scales the pilots to the work
+  itself, from the cores of the pilot steps in flight, bounded by the host's limits
+  (``pilots_needed``); it scales down only once no pilot step has been in flight for
+  ``linger_s``, because dask-jobqueue cannot choose *which* pilot to stop and might stop a
+  busy one. A pilot the queue killed is noticed by dask, and the next scale call replaces it.
+- **Batch jobs**: every other step goes to :func:`run_batch_step` on a thread worker inside
+  this process (resource ``orch-batch``), which submits the job with exactly the step's
+  resources and waits for the host's poller to settle it.
+- **Cancel**: batch jobs are cancelled through the queue (``scancel``/``qdel``); a step
+  running in a pilot has its process tree killed through the worker's nanny, which then
+  starts a fresh worker in the same pilot.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import dask
+from distributed import Client, Future, Worker
+
+from orchestrator.hosts.batch import BatchQueue
+from orchestrator.hosts.config import HostConfig
+from orchestrator.hosts.errors import HostError
+from orchestrator.hosts.pilots import pilots_needed, start_pilot_cluster, worker_resources
+from orchestrator.hosts.queues.base import JobRequest
+from orchestrator.protocol import Step, StepGraph
+from orchestrator.scheduler.batch_step import register_batch_host, run_batch_step, unregister_batch_host
+from orchestrator.scheduler.executors import HostExecutor, HostUnusable
+from orchestrator.scheduler.gpu_task import run_gpu_step_task
+from orchestrator.scheduler.process_tree import kill_tree
+from orchestrator.scheduler.worker_task import StepPayload, run_step_task
+from orchestrator.store import ProjectStore, StepRecord
+
+log = logging.getLogger("orchestrator.scheduler")
+
+BATCH_RESOURCE = "orch-batch"
+#: batch jobs one host may have waited on at once (threads of the waiter worker)
+WAITER_THREADS = 64
+
+
+class QueueExecutor(HostExecutor):
+    """Pilot workers and direct batch jobs on one queue host (see the module docstring)."""
+
+    def __init__(self, host: HostConfig, project_dir: Path, store: ProjectStore, *, linger_s: float = 60.0,
+                 scale_interval_s: float = 2.0) -> None:
+        self.name = host.name
+        self.host = host
+        self.store = store
+        self.linger_s = linger_s
+        self.scale_interval_s = scale_interval_s
+        pilot = host.pilot
+        self.share = worker_resources(pilot.cores, pilot.gpus, pilot.processes)
+        self.share_memory_mb = pilot.memory_mb // pilot.processes
+        self.batch = BatchQueue(host).start()
+        python = pilot.python or sys.executable
+        register_batch_host(self.batch, store, python)
+        self._lock = threading.Lock()
+        self._pilot_cpus: dict[str, int] = {}
+        self._last_busy = time.monotonic()
+        self._last_scale = 0.0
+        self._scaled_to = 0
+        try:
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+                self.cluster = start_pilot_cluster(host, adapt=False,
+                                                   log_directory=project_dir / "pilots" / host.name)
+            self.client = Client(self.cluster, set_as_default=False)
+            self.waiter = self._start_waiter()
+        except BaseException:
+            self.batch.close()
+            unregister_batch_host(host.name)
+            raise
+        if pilot.min_pilots:
+            self._scale(pilot.min_pilots)
+
+    def _start_waiter(self) -> Worker:
+        address = self.cluster.scheduler_address
+
+        async def start() -> Worker:
+            return await Worker(address, nthreads=WAITER_THREADS, resources={BATCH_RESOURCE: 10**6},
+                                name=f"orch-batch-waiter-{self.name}", memory_limit=0, dashboard=False)
+
+        return self.client.sync(start)  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ placement
+    def fits_pilot(self, step: Step) -> bool:
+        r = step.resources
+        return (r.mpi_ranks <= 1 and r.cpus <= self.share["cpus"] and r.gpus <= self.share.get("gpus", 0)
+                and (r.memory_mb is None or r.memory_mb <= self.share_memory_mb)
+                and (r.walltime_s is None or r.walltime_s <= self.host.pilot.walltime_s))
+
+    def check(self, graph: StepGraph) -> None:
+        for step in graph:
+            if self.fits_pilot(step):
+                continue
+            probe = JobRequest(name=f"check-{step.name}", command=["true"], job_dir="/tmp/orch-check",
+                               resources=step.resources)
+            try:
+                self.batch.render(probe)
+            except HostError as exc:
+                raise HostUnusable(f"step '{step.name}' fits neither a pilot of host {self.name} nor its "
+                                   f"queue: {exc}") from None
+
+    def submit(self, payload: StepPayload, step: Step, key: str) -> Future:
+        r = step.resources
+        if not self.fits_pilot(step):
+            return self.client.submit(run_batch_step, self.name, payload, r.to_dict(), key=key,
+                                      resources={BATCH_RESOURCE: 1}, pure=False)
+        resources: dict[str, float] = {"cpus": max(1, r.cpus)}
+        if r.gpus:
+            resources["gpus"] = r.gpus
+            future = self.client.submit(run_gpu_step_task, payload, r.gpus, int(self.share.get("gpus", 0)),
+                                        key=key, resources=resources, pure=False)
+        else:
+            future = self.client.submit(run_step_task, payload, key=key, resources=resources, pure=False)
+        with self._lock:
+            self._pilot_cpus[key] = max(1, r.cpus)
+        future.add_done_callback(self._pilot_step_done)
+        self._scale_to_work(force=True)
+        return future
+
+    def _pilot_step_done(self, future: Future) -> None:
+        with self._lock:
+            self._pilot_cpus.pop(str(future.key), None)
+
+    # ------------------------------------------------------------------ scaling
+    def tick(self) -> None:
+        self._scale_to_work(force=False)
+
+    def _scale_to_work(self, force: bool) -> None:
+        now = time.monotonic()
+        with self._lock:
+            pending = sum(self._pilot_cpus.values())
+        if pending:
+            self._last_busy = now
+            if force and self._scaled_to >= pilots_needed(pending, self.host):
+                return
+            if force or now - self._last_scale >= self.scale_interval_s:
+                # Also re-done periodically: it makes dask-jobqueue replace pilots the queue killed.
+                self._scale(max(self._scaled_to, pilots_needed(pending, self.host)))
+        elif self._scaled_to > self.host.pilot.min_pilots and now - self._last_busy >= self.linger_s:
+            self._scale(self.host.pilot.min_pilots)
+
+    def _scale(self, jobs: int) -> None:
+        self._last_scale = time.monotonic()
+        if jobs != self._scaled_to:
+            log.info("host %s: %d pilot job(s)", self.name, jobs)
+        self._scaled_to = jobs
+        self.cluster.scale(jobs=jobs)
+
+    # ------------------------------------------------------------------ cancel and close
+    def cancel(self, futures: list[Future], steps: Iterable[StepRecord]) -> None:
+        steps = list(steps)
+        super().cancel(futures, steps)
+        job_ids = [s.job_id for s in steps if s.job_id]
+        if job_ids:
+            self.batch.cancel(job_ids)
+        for step in steps:
+            if step.job_id or not (step.pid and step.worker):
+                continue
+            try:
+                self.client.run(kill_tree, step.pid, workers=[step.worker], nanny=True)
+            except (OSError, ValueError, KeyError) as exc:  # the worker is gone already
+                log.info("step %s: its worker %s is gone (%s)", step.name, step.worker, exc)
+
+    def close(self) -> None:
+        try:
+            self.client.sync(self.waiter.close)
+            self.client.close()
+            self.cluster.close()
+        finally:
+            self.batch.close()
+            unregister_batch_host(self.name)
+
+    def describe(self) -> dict[str, Any]:
+        return {"host": self.name, "pilots": self._scaled_to, "pilot_steps_in_flight": len(self._pilot_cpus)}
