@@ -149,6 +149,10 @@ do_start() {
   wait_until "$START_TIMEOUT" "sge_qmaster to answer qconf" "${LOGS[0]}" timeout 5 qconf -sh ||
     die "sge_qmaster did not come up within ${START_TIMEOUT}s"
   configure_cluster
+  # A fresh cell has no accounting file until qmaster flushes its first record; until then qacct
+  # answers "unable to find", which the poller rightly reads as a host that keeps no accounting
+  # (and settles jobs from their exit sentinel for the next 10 minutes). Start with an empty one.
+  [ -f "$COMMON/accounting" ] || install -o "$ADMIN" -g "$ADMIN" -m 644 /dev/null "$COMMON/accounting"
   ( cd "$STATE" && spawn /usr/sbin/sge_execd ) > "$STATE/execd.out" 2>&1 ||
     { show_log_tail "${LOGS[@]}"; die "sge_execd failed to start"; }
   wait_until "$START_TIMEOUT" "all.q@$HOST to be available" "${LOGS[1]}" queue_ready || {

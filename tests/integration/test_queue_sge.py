@@ -81,9 +81,16 @@ def test_status_matches_qstat_and_qdel_reaches_the_queue(queue: BatchQueue, tmp_
                 break
             assert time.monotonic() < deadline, mine
             time.sleep(0.2)
-        out = subprocess.run(["qstat", "-u", "*"], capture_output=True, text=True, check=True).stdout
-        theirs = {line.split()[0]: line.split()[4] for line in out.splitlines()[2:] if line.split()}
-        assert {i: mine[i].native_state for i in ids} == {i: theirs[i] for i in ids}
+        # A job may move (t -> r) between our query and qstat's: compare snapshots until two agree.
+        for _ in range(10):
+            out = subprocess.run(["qstat", "-u", "*"], capture_output=True, text=True, check=True).stdout
+            theirs = {line.split()[0]: line.split()[4] for line in out.splitlines()[2:] if line.split()}
+            if {i: mine[i].native_state for i in ids} == {i: theirs.get(i) for i in ids}:
+                break
+            time.sleep(0.3)
+            queue.poller.poll_once()
+            mine = {i: queue.poller.status(i) for i in ids}
+        assert {i: mine[i].native_state for i in ids} == {i: theirs.get(i) for i in ids}
         running = [s for s in mine.values() if s.state is JobState.RUNNING]
         assert all(s.queue == "all.q" and s.nodes for s in running)
     finally:
