@@ -29,6 +29,7 @@ from orchestrator.hosts.units import format_hms, format_memory_mb
 
 _CLUSTER_CLASSES = {HostKind.SLURM: "SLURMCluster", HostKind.SGE: "SGECluster", HostKind.PBS: "PBSCluster"}
 LIFETIME_MARGIN_S = 300
+PRELOAD_MODULE = "orchestrator.scheduler.worker_task"
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,10 @@ def pilot_spec(host: HostConfig, *, log_directory: str | None = None, python: st
                         "worker processes")
     resources = worker_resources(pilot.cores, pilot.gpus, pilot.processes)
     worker_args = ["--resources", ",".join(f"{k}={v:g}" for k, v in resources.items())]
+    # Import the step runner before the worker connects: otherwise the first step of every
+    # worker spends seconds importing it with the worker's event loop blocked (measured 14-37 s
+    # on a loaded 2-core node with 8 workers), and dask piles the work on whoever is ready.
+    worker_args += ["--preload", PRELOAD_MODULE]
     if pilot.walltime_s > 2 * LIFETIME_MARGIN_S:
         worker_args += ["--lifetime", f"{pilot.walltime_s - LIFETIME_MARGIN_S}s", "--lifetime-stagger", "60s"]
     directives = list(host.extra_directives) + list(queue.extra_directives) + list(pilot.extra_directives)

@@ -3,10 +3,10 @@
 Two halves:
 
 - :func:`run_batch_step` is the dask task. It runs in the scheduler's own process, on a
-  thread worker that only takes these tasks (resource ``orch-batch``), so waiting costs no
-  pilot and no worker slot. It writes the step's payload next to the job, submits the job
-  through the host's :class:`BatchQueue` with exactly the step's resources, records the
-  job id on the step, and blocks on the host's one :class:`QueuePoller` (one batched status
+  thread worker that only takes these tasks, so waiting costs no pilot and no worker slot.
+  It writes the step's payload next to the job, submits the job through the host's
+  :class:`BatchQueue` with exactly the step's resources, records the job id on the step,
+  and blocks on the host's one :class:`QueuePoller` (one batched status
   query per interval for all jobs). When the job is settled (from accounting or the exit
   sentinel) it records the accounting on the step. A job the queue killed before the step
   could record its end (wall time, ``scancel``, node failure) is recorded FAILED here with

@@ -8,7 +8,7 @@
   ``linger_s``, because dask-jobqueue cannot choose *which* pilot to stop and might stop a
   busy one. A pilot the queue killed is noticed by dask, and the next scale call replaces it.
 - **Batch jobs**: every other step goes to :func:`run_batch_step` on a thread worker inside
-  this process (resource ``orch-batch``), which submits the job with exactly the step's
+  this process (a small dask cluster of its own), which submits the job with exactly the step's
   resources and waits for the host's poller to settle it.
 - **Cancel**: batch jobs are cancelled through the queue (``scancel``/``qdel``); a step
   running in a pilot has its process tree killed through the worker's nanny, which then
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import dask
-from distributed import Client, Future, Worker
+from distributed import Client, Future, LocalCluster
 
 from orchestrator.hosts.batch import BatchQueue
 from orchestrator.hosts.config import HostConfig
@@ -43,7 +43,6 @@ from orchestrator.store import ProjectStore, StepRecord
 
 log = logging.getLogger("orchestrator.scheduler")
 
-BATCH_RESOURCE = "orch-batch"
 #: batch jobs one host may have waited on at once (threads of the waiter worker)
 WAITER_THREADS = 64
 
@@ -82,14 +81,15 @@ class QueueExecutor(HostExecutor):
         if pilot.min_pilots:
             self._scale(pilot.min_pilots)
 
-    def _start_waiter(self) -> Worker:
-        address = self.cluster.scheduler_address
+    def _start_waiter(self) -> Client:
+        """A dask cluster of threads in this process for the tasks that wait on batch jobs.
 
-        async def start() -> Worker:
-            return await Worker(address, nthreads=WAITER_THREADS, resources={BATCH_RESOURCE: 10**6},
-                                name=f"orch-batch-waiter-{self.name}", memory_limit=0, dashboard=False)
-
-        return self.client.sync(start)  # type: ignore[no-any-return]
+        Separate from the pilot cluster on purpose: a worker there would also take the
+        unrestricted pilot steps.
+        """
+        cluster = LocalCluster(n_workers=1, threads_per_worker=WAITER_THREADS, processes=False,
+                               dashboard_address=None, memory_limit=0, silence_logs=logging.CRITICAL)
+        return Client(cluster, set_as_default=False)
 
     # ------------------------------------------------------------------ placement
     def fits_pilot(self, step: Step) -> bool:
@@ -113,13 +113,17 @@ class QueueExecutor(HostExecutor):
     def submit(self, payload: StepPayload, step: Step, key: str) -> Future:
         r = step.resources
         if not self.fits_pilot(step):
-            return self.client.submit(run_batch_step, self.name, payload, r.to_dict(), key=key,
-                                      resources={BATCH_RESOURCE: 1}, pure=False)
+            return self.waiter.submit(run_batch_step, self.name, payload, r.to_dict(), key=key, pure=False)
         resources: dict[str, float] = {"cpus": max(1, r.cpus)}
         if r.gpus:
             resources["gpus"] = r.gpus
             future = self.client.submit(run_gpu_step_task, payload, r.gpus, int(self.share.get("gpus", 0)),
                                         key=key, resources=resources, pure=False)
+        elif self.share["cpus"] == 1:
+            # One-thread workers run one step at a time anyway. Unrestricted, the steps wait in
+            # dask's scheduler queue and go to workers as they free up (and as pilots join);
+            # restricted, dask would hand them all at once to the first worker that connected.
+            future = self.client.submit(run_step_task, payload, key=key, pure=False, resources=None)
         else:
             future = self.client.submit(run_step_task, payload, key=key, resources=resources, pure=False)
         with self._lock:
@@ -160,7 +164,8 @@ class QueueExecutor(HostExecutor):
     # ------------------------------------------------------------------ cancel and close
     def cancel(self, futures: list[Future], steps: Iterable[StepRecord]) -> None:
         steps = list(steps)
-        super().cancel(futures, steps)
+        for future in futures:  # pilot steps and batch waiters belong to different clients
+            future.cancel()
         job_ids = [s.job_id for s in steps if s.job_id]
         if job_ids:
             self.batch.cancel(job_ids)
@@ -174,7 +179,9 @@ class QueueExecutor(HostExecutor):
 
     def close(self) -> None:
         try:
-            self.client.sync(self.waiter.close)
+            waiter_cluster = self.waiter.cluster
+            self.waiter.close()
+            waiter_cluster.close()
             self.client.close()
             self.cluster.close()
         finally:
