@@ -1,32 +1,56 @@
-"""Benchmark: steps through SLURM pilot workers against one ``sbatch`` per step, same run.
+"""Benchmark: a run's steps through SLURM pilot workers against one ``sbatch`` per step.
 
 Usage:
-    .venv/bin/python bench/queue.py [--quick] [--steps N] [--pilot-workers W]
+    .venv/bin/python bench/queue.py [--quick] [--steps N] [--pilot-workers W] [--keep]
 
 Runs on the test SLURM that ``tests/infra/slurm.sh`` starts (one node, 8 CPUs; started here
 if it is not running). Both paths run N steps of 0.1 s in the same invocation:
 
-1. pilots: one dask-jobqueue pilot job holding W single-threaded workers (``hosts/ci-test.toml``
-   host ``ci-slurm``, pilot resized to W cores), each step a task with ``resources={"cpus": 1}``;
+1. pilots, through the product: a project in a temporary folder, a hosts file (``ORCH_HOSTS``)
+   with host ``ci-slurm-bench``, which is ``hosts/ci-test.toml``'s ``ci-slurm`` with a pilot of
+   W single-core workers (cores = processes = W, 512 MB each, ``max_pilots = 1``); one
+   ``testkit.sleep`` run, ``count=N seconds=0.1``, queued on that host as
+   ``orch run PROJECT testkit.sleep count=N seconds=0.1 --host ci-slurm-bench`` does
+   (``planner.create_run``), then the scheduler daemon
+   (``python -m orchestrator.scheduler.daemon PROJECT --idle-exit 3 --workers 1``), which
+   starts the pilot and runs the steps in it;
 2. sbatch (the Scipion / cryoSPARC way): every step its own batch job (``BatchQueue.submit``,
    a Python process sleeping 0.1 s), followed by the host's one :class:`QueuePoller`.
 
-Figures: both wall times and ``pilot_vs_sbatch_speedup`` (sbatch time / pilot time, target
->= 10x at 1,000 steps); ``squeue_calls`` during the sbatch run and the polls that saw the
-most jobs (one squeue per interval whatever the number of jobs); ``first_pilot_step_s``, from
-starting the pilot cluster to the first step's result. (The time from ``orch run`` to the
-first step on a pilot needs the scheduler wiring: not measured here yet.)
+Figures:
+
+- ``pilot_wall_time``: from queueing the run to its ``finished_at`` in the store (daemon
+  start, pilot job, steps); extras: workers and pilot jobs the steps ran in, the busiest and
+  idlest worker's step count, and ``steps_span_s`` (first step start to last step end);
+- ``first_pilot_step_s``: from queueing the run to the earliest ``started_at`` of its steps;
+- ``sbatch_wall_time`` and ``pilot_vs_sbatch_speedup`` (sbatch time / pilot time, target
+  >= 10x at 1,000 steps);
+- ``squeue_calls`` during the sbatch path, with the most jobs one poll covered (one squeue per
+  interval whatever the number of jobs).
+
+The daemon is stopped and the bench's pilot jobs (``orch-pilot-ci-slurm-bench``) cancelled
+at the end, on errors too. ``--keep`` keeps the temporary folder (project, daemon log, pilot
+logs) and prints where it is.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
+import tomllib
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 # This file is named queue.py, like the standard library's `queue` that dask imports: run as a
@@ -37,12 +61,21 @@ sys.path.insert(0, str(REPO / "tests"))
 from infra.services import ServiceUnavailable, service_env, start_service  # noqa: E402
 
 from orchestrator.hosts.batch import BatchQueue  # noqa: E402
+from orchestrator.hosts.config import HostConfig  # noqa: E402
 from orchestrator.hosts.loader import load_hosts_file  # noqa: E402
-from orchestrator.hosts.pilots import start_pilot_cluster  # noqa: E402
 from orchestrator.hosts.queues.base import JobRequest, JobState  # noqa: E402
 from orchestrator.hosts.queues.poller import PollSettings  # noqa: E402
+from orchestrator.plugins import discover  # noqa: E402
+from orchestrator.project import Project  # noqa: E402
 from orchestrator.protocol.steps import Resources  # noqa: E402
+from orchestrator.scheduler import planner  # noqa: E402
+from orchestrator.scheduler.control import wait_for_run  # noqa: E402
+from orchestrator.store import RunState  # noqa: E402
 
+CI_HOSTS = REPO / "hosts" / "ci-test.toml"
+CI_HOST = "ci-slurm"
+BENCH_HOST = "ci-slurm-bench"
+WORKER_MEMORY_MB = 512  # per pilot worker: a dask worker with the orchestrator imported, plus a sleeping step
 STEP_S = 0.1
 
 
@@ -51,33 +84,146 @@ def bench(figure: str, value: float, unit: str, n: int, **extra: object) -> None
     print(f"BENCH figure={figure} value={value:.6g} unit={unit} n={n}{tail}", flush=True)
 
 
-def step(i: int) -> int:
-    time.sleep(STEP_S)
-    return i
+# ---------------------------------------------------------------------------- pilots, through the scheduler
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML for {type(value).__name__}")
 
 
-def run_pilots(host, steps: int, workers: int, work: Path) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    from distributed import Client
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
 
-    pilot = replace(host.pilot, cores=workers, processes=workers, memory_mb=256 * workers, max_pilots=1)
-    t0 = time.perf_counter()
-    cluster = start_pilot_cluster(replace(host, pilot=pilot), adapt=False, log_directory=work / "pilot-logs",
-                                  extra_kwargs={"local_directory": str(work / "dask")})
+
+def toml_text(table: dict[str, Any], prefix: tuple[str, ...] = ()) -> str:
+    """Tables of scalars and lists as TOML (enough for a hosts file; tomllib only reads)."""
+    scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in table.items() if isinstance(v, dict)}
+    sections = []
+    if scalars or (prefix and not tables):
+        header = ["[" + ".".join(_toml_key(k) for k in prefix) + "]"] if prefix else []
+        sections.append("\n".join(header + [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in scalars.items()]))
+    sections += [toml_text(v, (*prefix, k)) for k, v in tables.items()]
+    return "\n\n".join(s.rstrip("\n") for s in sections) + "\n"
+
+
+def write_bench_hosts(path: Path, workers: int, work_dir: Path) -> HostConfig:
+    """``ci-slurm`` as ``BENCH_HOST``: one pilot of ``workers`` single-core workers."""
+    data = tomllib.loads(CI_HOSTS.read_text())["hosts"][CI_HOST]
+    queue_mb = load_hosts_file(CI_HOSTS)[CI_HOST].queue().memory_mb
+    memory_mb = min(WORKER_MEMORY_MB * workers, queue_mb or WORKER_MEMORY_MB * workers)
+    data = {**data, "description": f"bench/queue.py: {CI_HOST} with one pilot of {workers} workers",
+            "work_dir": str(work_dir),
+            "pilot": {**data.get("pilot", {}), "cores": workers, "processes": workers, "memory": f"{memory_mb}M",
+                      "min_pilots": 0, "max_pilots": 1}}
+    path.write_text(toml_text({"hosts": {BENCH_HOST: data}}))
+    return load_hosts_file(path)[BENCH_HOST]  # the loader's checks, e.g. W above the node's cores
+
+
+def pilot_job_ids(host: HostConfig) -> list[str]:
+    done = subprocess.run(["squeue", "-h", "-n", f"orch-pilot-{host.name}", "-o", "%i"], capture_output=True,
+                          text=True, timeout=30, check=False)
+    return done.stdout.split()
+
+
+def start_daemon(project: Project, log_path: Path) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as log:  # the child keeps its own descriptor
+        # cwd: not bench/, whose queue.py would hide the standard library's from ``-m``
+        return subprocess.Popen([sys.executable, "-m", "orchestrator.scheduler.daemon", str(project.path),
+                                 "--idle-exit", "3", "--workers", "1"], stdout=log, stderr=log, cwd=REPO,
+                                start_new_session=True)
+
+
+def stop_daemon(proc: subprocess.Popen[bytes], idle_wait_s: float) -> None:
+    """Let the daemon idle out (it closes its pilots then), else SIGTERM, else kill its group."""
     try:
-        cluster.scale(jobs=1)
-        with Client(cluster) as client:
-            first = client.submit(step, -1, resources={"cpus": 1}, pure=False)
-            first.result()
-            first_step_s = time.perf_counter() - t0
-            client.wait_for_workers(workers, timeout=120)
-            t1 = time.perf_counter()
-            results = client.gather(client.map(step, range(steps), resources={"cpus": 1}, pure=False))
-            elapsed = time.perf_counter() - t1
-            assert results == list(range(steps))
-    finally:
-        cluster.close()
-    return elapsed, first_step_s
+        proc.wait(idle_wait_s)
+        return
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        print(f"note: scheduler daemon {proc.pid} ignored SIGTERM for 60 s; killed", file=sys.stderr)
+        os.killpg(proc.pid, signal.SIGKILL)  # its own session: the daemon and its local workers
+        proc.wait()
 
+
+def cancel_left_pilots(host: HostConfig, wait_s: float = 30) -> None:
+    """Wait for the daemon's own cancel of its pilots, then scancel what is still queued."""
+    deadline = time.monotonic() + wait_s
+    while (jobs := pilot_job_ids(host)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if jobs:
+        print(f"note: pilot job(s) {' '.join(jobs)} outlived the scheduler by {wait_s:.0f} s; scancel",
+              file=sys.stderr)
+        subprocess.run(["scancel", *jobs], check=False, timeout=30)
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def _utc(moment: datetime | None) -> datetime:
+    """A store time as an aware UTC datetime (SQLite gives them back naive, in UTC)."""
+    if moment is None:
+        raise SystemExit("a finished run or step without its time in the store")
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass
+class PilotResult:
+    wall_s: float
+    first_step_s: float
+    steps_span_s: float
+    workers_used: int
+    pilot_jobs: int
+    steps_per_worker: tuple[int, int]  # fewest, most
+
+
+def run_pilots(host: HostConfig, hosts_file: Path, steps: int, work: Path) -> PilotResult:
+    os.environ["ORCH_HOSTS"] = str(hosts_file)  # for create_run's host check, and the daemon inherits it
+    project = Project.create(work / "project")
+    log_path = project.path / "daemon-bench.log"
+    registry = discover()
+    with project.open_store() as store:
+        queued_at = datetime.now(UTC)
+        run = planner.create_run(store, project, registry, "testkit.sleep",
+                                 {"count": str(steps), "seconds": str(STEP_S)}, host=host.name)
+    daemon = start_daemon(project, log_path)
+    finished = False
+    try:
+        with project.open_store() as store:
+            final = wait_for_run(store, run.id, timeout_s=300 + steps * STEP_S, poll_s=0.05)
+            if final.run_state is not RunState.FINISHED:
+                raise SystemExit(f"pilot run {final.name} is {final.state} ({final.error}); daemon log:\n"
+                                 f"{log_tail(log_path)}")
+            records = store.steps.list(run.id)
+        finished = True
+    finally:
+        stop_daemon(daemon, idle_wait_s=30 if finished else 0)
+        cancel_left_pilots(host)
+    per_worker = Counter(s.worker for s in records)
+    first_start = min(_utc(s.started_at) for s in records)
+    last_end = max(_utc(s.finished_at) for s in records)
+    return PilotResult(
+        wall_s=(_utc(final.finished_at) - queued_at).total_seconds(),
+        first_step_s=(first_start - queued_at).total_seconds(),
+        steps_span_s=(last_end - first_start).total_seconds(),
+        workers_used=len(per_worker),
+        pilot_jobs=len({(s.result or {}).get("job") for s in records}),
+        steps_per_worker=(min(per_worker.values()), max(per_worker.values())),
+    )
+
+
+# ---------------------------------------------------------------------------- one sbatch per step
 
 def run_sbatch(host, steps: int, work: Path) -> tuple[float, int, int]:  # type: ignore[no-untyped-def]
     command = [sys.executable, "-c", f"import time; time.sleep({STEP_S})"]
@@ -104,9 +250,10 @@ def run_sbatch(host, steps: int, work: Path) -> tuple[float, int, int]:  # type:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="200 steps (under a minute on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help="200 steps (a few minutes on 2 cores)")
     parser.add_argument("--steps", type=int, help="steps per path (default 1000, 200 with --quick)")
     parser.add_argument("--pilot-workers", type=int, default=8, help="workers in the pilot job (default 8)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (project, logs)")
     args = parser.parse_args()
     steps = args.steps or (200 if args.quick else 1000)
     try:  # reuse a running instance as it is (start would switch its accounting mode back to basic)
@@ -114,18 +261,29 @@ def main() -> int:
     except ServiceUnavailable:
         env = start_service("slurm")
     os.environ.update(env)
-    host = load_hosts_file(REPO / "hosts" / "ci-test.toml")["ci-slurm"]
-    with tempfile.TemporaryDirectory(prefix="orch-bench-queue-", dir="/tmp") as tmp:
-        work = Path(tmp)
-        pilot_s, first_step_s = run_pilots(host, steps, args.pilot_workers, work)
-        bench("pilot_wall_time", pilot_s, "s", steps, workers=args.pilot_workers)
-        bench("first_pilot_step_s", first_step_s, "s", 1)
+    host = load_hosts_file(CI_HOSTS)[CI_HOST]
+    work = Path(tempfile.mkdtemp(prefix="orch-bench-queue-", dir="/tmp"))
+    try:
+        pilot_host = write_bench_hosts(work / "hosts.toml", args.pilot_workers, work / "host-work")
+        load1 = os.getloadavg()[0]
+        pilot = run_pilots(pilot_host, work / "hosts.toml", steps, work)
+        fewest, most = pilot.steps_per_worker
+        bench("pilot_wall_time", pilot.wall_s, "s", steps, workers=args.pilot_workers,
+              workers_used=pilot.workers_used, pilot_jobs=pilot.pilot_jobs, steps_per_worker=f"{fewest}-{most}",
+              steps_span_s=f"{pilot.steps_span_s:.3f}", load1=f"{load1:.2f}")
+        bench("first_pilot_step_s", pilot.first_step_s, "s", 1)
+        load1 = os.getloadavg()[0]
         sbatch_s, calls, largest = run_sbatch(host, steps, work)
-        bench("sbatch_wall_time", sbatch_s, "s", steps)
-        bench("pilot_vs_sbatch_speedup", sbatch_s / pilot_s, "x", steps, anchor=f"{sbatch_s:.3f}",
-              ratio=f"{sbatch_s / pilot_s:.3f}")
+        bench("sbatch_wall_time", sbatch_s, "s", steps, load1=f"{load1:.2f}")
+        bench("pilot_vs_sbatch_speedup", sbatch_s / pilot.wall_s, "x", steps, anchor=f"{sbatch_s:.3f}",
+              ratio=f"{sbatch_s / pilot.wall_s:.3f}")
         bench("squeue_calls", calls, "calls", steps, max_jobs_per_call=largest,
               calls_per_minute=f"{calls / (sbatch_s / 60):.1f}")
+    finally:
+        if args.keep:
+            print(f"note: kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
