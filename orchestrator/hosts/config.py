@@ -101,6 +101,8 @@ class HostConfig:
     gpu_type: str | None = None
     gpu_sharing: bool = False
     workers: int | None = None
+    #: the interpreter on an SSH host that has em-orchestrator and the plugins (default python3)
+    python: str | None = None
     queues: dict[str, QueueConfig] = field(default_factory=dict)
     default_queue: str | None = None
     extra_directives: tuple[str, ...] = ()
@@ -146,7 +148,8 @@ class HostConfig:
             "description": self.description, "work_dir": self.work_dir, "shared_fs": self.shared_fs,
             "path_map": dict(self.path_map), "env_setup": list(self.env_setup), "cores": self.cores,
             "memory_mb": self.memory_mb, "gpus": self.gpus, "gpu_type": self.gpu_type,
-            "gpu_sharing": self.gpu_sharing, "workers": self.workers, "default_queue": self.default_queue,
+            "gpu_sharing": self.gpu_sharing, "workers": self.workers, "python": self.python,
+            "default_queue": self.default_queue,
             "extra_directives": list(self.extra_directives), "max_jobs": self.max_jobs,
             "template": self.template, "user": self.user,
         }

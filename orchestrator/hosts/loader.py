@@ -47,7 +47,7 @@ HOSTS_FILE_NAME = "hosts.toml"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 _COMMON_KEYS = {"kind", "description", "work_dir", "env_setup", "ssh", "shared_fs", "path_map"}
-_MACHINE_KEYS = {"cores", "memory", "gpus", "gpu_type", "gpu_sharing", "workers"}
+_MACHINE_KEYS = {"cores", "memory", "gpus", "gpu_type", "gpu_sharing", "workers", "python"}
 _QUEUE_HOST_KEYS = {"queues", "default_queue", "extra_directives", "max_jobs", "template", "pilot",
                     "gpu_sharing", "user"}
 _KEYS_BY_KIND = {
@@ -216,6 +216,7 @@ def _read_host(name: str, data: Any, file: Path, problems: list[str]) -> HostCon
         gpu_type=table.take("gpu_type", None, check=_nonempty_str) if not kind.is_queue else None,
         gpu_sharing=table.take("gpu_sharing", False, check=_bool),
         workers=table.take("workers", None, check=_int(1)) if not kind.is_queue else None,
+        python=table.take("python", None, check=_nonempty_str) if not kind.is_queue else None,
         queues=queues, default_queue=default_queue,
         extra_directives=table.take("extra_directives", (), check=_lines) if kind.is_queue else (),
         max_jobs=table.take("max_jobs", None, check=_int(1)) if kind.is_queue else None,

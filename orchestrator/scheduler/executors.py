@@ -141,11 +141,18 @@ class HostExecutors:
 
 
 def default_factories(project_dir: Path, store: ProjectStore) -> dict[HostKind, ExecutorFactory]:
-    """Queue hosts run in pilots and batch jobs (imported lazily: dask-jobqueue is not light)."""
+    """Queue hosts run in pilots and batch jobs, SSH hosts in workers started over SSH (both
+    imported lazily: dask-jobqueue and paramiko are not light)."""
 
     def queue_executor(host: HostConfig) -> HostExecutor:
         from orchestrator.scheduler.queue_executor import QueueExecutor
 
         return QueueExecutor(host, project_dir, store)
 
-    return {HostKind.SLURM: queue_executor, HostKind.SGE: queue_executor, HostKind.PBS: queue_executor}
+    def ssh_executor(host: HostConfig) -> HostExecutor:
+        from orchestrator.scheduler.ssh_executor import SSHExecutor
+
+        return SSHExecutor(host, project_dir, store)
+
+    return {HostKind.SLURM: queue_executor, HostKind.SGE: queue_executor, HostKind.PBS: queue_executor,
+            HostKind.SSH: ssh_executor}
