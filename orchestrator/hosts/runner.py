@@ -113,9 +113,11 @@ class SshRunner:
 
     SSH_EXIT_UNREACHABLE = 255
 
-    def __init__(self, ssh: SshConfig, *, connect_timeout_s: int = 10) -> None:
+    def __init__(self, ssh: SshConfig, *, connect_timeout_s: int = 10, env_setup: Sequence[str] = ()) -> None:
         self.ssh = ssh
         self.connect_timeout_s = connect_timeout_s
+        #: the host's set-up lines (``module load slurm``), run before every command
+        self.env_setup = tuple(env_setup)
 
     def ssh_argv(self) -> list[str]:
         argv = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout_s}",
@@ -129,7 +131,11 @@ class SshRunner:
     def run(self, argv: Sequence[str], *, input_text: str | None = None,
             timeout_s: float = DEFAULT_TIMEOUT_S) -> CommandResult:
         argv = tuple(argv)
-        full = [*self.ssh_argv(), shlex.join(argv)]
+        remote = argv
+        if self.env_setup:
+            # The set-up lines as the site wrote them, then the command with its arguments intact.
+            remote = ("sh", "-c", "\n".join(self.env_setup) + '\nexec "$@"', "sh", *argv)
+        full = [*self.ssh_argv(), shlex.join(remote)]
         try:
             done = subprocess.run(full, input=input_text, capture_output=True, text=True, timeout=timeout_s,
                                   stdin=None if input_text is not None else subprocess.DEVNULL, check=False)
@@ -161,5 +167,5 @@ class SshRunner:
 def runner_for(host: HostConfig, env: Mapping[str, str] | None = None) -> CommandRunner:
     """The runner that reaches ``host``'s queue commands."""
     if host.ssh is not None:
-        return SshRunner(host.ssh)
+        return SshRunner(host.ssh, env_setup=host.env_setup)
     return LocalRunner(env)

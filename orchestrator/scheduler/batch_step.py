@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,12 @@ def unregister_batch_host(name: str) -> None:
         _queues.pop(name, None)
 
 
+def host_payload(payload: StepPayload, map_path: Callable[[str], str]) -> StepPayload:
+    """The payload with its paths as the queue host sees them (its ``path_map``)."""
+    return replace(payload, project_dir=map_path(payload.project_dir), run_dir=map_path(payload.run_dir),
+                   log_path=map_path(payload.log_path), store_url=map_path(payload.store_url))
+
+
 def job_dir_for(payload: StepPayload) -> Path:
     return Path(payload.run_dir) / "jobs" / f"{payload.step_name}.a{payload.attempt}"
 
@@ -60,13 +67,16 @@ def run_batch_step(host_name: str, payload: StepPayload, resources: dict[str, An
         queue, store, python = _queues[host_name]
     if store.steps.get(payload.step_id).step_state is not StepState.QUEUED:
         return {"skipped": True}  # cancelled before its job was submitted
-    job_dir = job_dir_for(payload)
-    job_dir.mkdir(parents=True, exist_ok=True)
-    payload_path = job_dir / PAYLOAD_FILE
-    payload_path.write_text(json.dumps(asdict(payload)))
+    host = queue.host
+    job_dir = job_dir_for(payload)  # here; as the host sees it below (shared file system)
+    on_host = host_payload(payload, host.map_path)
+    host_job_dir = host.map_path(job_dir)
+    payload_path = f"{host_job_dir}/{PAYLOAD_FILE}"
+    queue.runner.make_dirs(host_job_dir)
+    queue.runner.write_text(payload_path, json.dumps(asdict(on_host)))
     request = JobRequest(name=f"orch-{payload.run_id}-{payload.step_name}"[:60],
-                         command=[python, "-m", "orchestrator.scheduler.batch_step", str(payload_path)],
-                         job_dir=str(job_dir), resources=Resources(**resources), workdir=payload.run_dir)
+                         command=[python, "-m", "orchestrator.scheduler.batch_step", payload_path],
+                         job_dir=host_job_dir, resources=Resources(**resources), workdir=on_host.run_dir)
     job = queue.submit(request)
     store.steps.update(payload.step_id, job_id=job.job_id)
     status = queue.wait(job.job_id)

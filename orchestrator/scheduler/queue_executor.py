@@ -68,17 +68,23 @@ class QueueExecutor(HostExecutor):
         self._last_busy = time.monotonic()
         self._last_scale = 0.0
         self._scaled_to = 0
+        # Reached through its login node: pilots would need the queue's commands and a dask
+        # scheduler on the login node, so every step runs as a batch job submitted over SSH.
+        self.pilots = host.ssh is None
+        self.cluster: Any = None
+        self.client: Any = None
         try:
-            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-                self.cluster = start_pilot_cluster(host, adapt=False,
-                                                   log_directory=project_dir / "pilots" / host.name)
-            self.client = Client(self.cluster, set_as_default=False)
+            if self.pilots:
+                with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+                    self.cluster = start_pilot_cluster(host, adapt=False,
+                                                       log_directory=project_dir / "pilots" / host.name)
+                self.client = Client(self.cluster, set_as_default=False)
             self.waiter = self._start_waiter()
         except BaseException:
             self.batch.close()
             unregister_batch_host(host.name)
             raise
-        if pilot.min_pilots:
+        if pilot.min_pilots and self.pilots:
             self._scale(pilot.min_pilots)
 
     def _start_waiter(self) -> Client:
@@ -94,11 +100,16 @@ class QueueExecutor(HostExecutor):
     # ------------------------------------------------------------------ placement
     def fits_pilot(self, step: Step) -> bool:
         r = step.resources
-        return (r.mpi_ranks <= 1 and r.cpus <= self.share["cpus"] and r.gpus <= self.share.get("gpus", 0)
-                and (r.memory_mb is None or r.memory_mb <= self.share_memory_mb)
-                and (r.walltime_s is None or r.walltime_s <= self.host.pilot.walltime_s))
+        return self.pilots and (
+            r.mpi_ranks <= 1 and r.cpus <= self.share["cpus"] and r.gpus <= self.share.get("gpus", 0)
+            and (r.memory_mb is None or r.memory_mb <= self.share_memory_mb)
+            and (r.walltime_s is None or r.walltime_s <= self.host.pilot.walltime_s))
 
     def check(self, graph: StepGraph) -> None:
+        if self.host.ssh is not None and not self.host.shared_fs:
+            raise HostUnusable(f"host {self.name!r} is reached over SSH and does not share the project's files: "
+                               "batch jobs there need shared_fs = true (with path_map where paths differ); "
+                               "staging to queue hosts is not supported")
         for step in graph:
             if self.fits_pilot(step):
                 continue
@@ -138,7 +149,8 @@ class QueueExecutor(HostExecutor):
 
     # ------------------------------------------------------------------ scaling
     def tick(self) -> None:
-        self._scale_to_work(force=False)
+        if self.pilots:
+            self._scale_to_work(force=False)
 
     def _scale_to_work(self, force: bool) -> None:
         now = time.monotonic()
@@ -170,7 +182,7 @@ class QueueExecutor(HostExecutor):
         if job_ids:
             self.batch.cancel(job_ids)
         for step in steps:
-            if step.job_id or not (step.pid and step.worker):
+            if step.job_id or not (step.pid and step.worker) or self.client is None:
                 continue
             try:
                 self.client.run(kill_tree, step.pid, workers=[step.worker], nanny=True)
@@ -182,8 +194,9 @@ class QueueExecutor(HostExecutor):
             waiter_cluster = self.waiter.cluster
             self.waiter.close()
             waiter_cluster.close()
-            self.client.close()
-            self.cluster.close()
+            if self.client is not None:
+                self.client.close()
+                self.cluster.close()
         finally:
             self.batch.close()
             unregister_batch_host(self.name)
