@@ -129,7 +129,7 @@ def serve(project: Project, idle_exit_s: float | None, workers: int | None = Non
         raise
     try:
         try:
-            reconcile_after_crash(store)
+            reconcile_after_crash(store, project_dir=project.path)
             _serve_with_cluster(project, store, idle_exit_s, workers, retries, lambda: stopping)
         finally:
             lock.release()

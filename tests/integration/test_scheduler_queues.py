@@ -7,6 +7,7 @@ batch jobs; the tests kill pilots, stop the SLURM controller and cancel runs und
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from orchestrator.plugins import discover
 from orchestrator.project import Project
 from orchestrator.scheduler import planner
 from orchestrator.scheduler.control import cancel_run, wait_for_run
+from orchestrator.scheduler.reconcile import reconcile_after_crash
 from orchestrator.store import RunState, StepRecord, StepState
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -191,3 +193,21 @@ def test_cancel_reaches_the_queue_and_the_pilot(project: Project, monkeypatch: p
         for run_id in (in_pilot, as_job):
             assert store.runs.get(run_id).run_state is RunState.CANCELLED
             assert {s.state for s in store.steps.list(run_id)} == {"cancelled"}
+
+
+def test_scheduler_killed_its_orphaned_batch_job_is_cancelled(project: Project, monkeypatch: pytest.MonkeyPatch,
+                                                               request: pytest.FixtureRequest) -> None:
+    use_host("ci-slurm", monkeypatch)
+    run_id = submit(project, "testkit.sleep", "ci-slurm", count=1, seconds=600, gpus=2)
+    daemon = request.getfixturevalue("daemon")
+    (step,) = wait_for_steps(project, run_id, StepState.RUNNING)
+    assert step.job_id in squeue("-o", "%i")
+    daemon.send_signal(signal.SIGKILL)
+    daemon.wait(30)
+    with project.open_store() as store:
+        requeued = reconcile_after_crash(store, project_dir=project.path)
+        assert requeued == [step.id] and store.steps.get(step.id).step_state is StepState.PENDING
+    deadline = time.monotonic() + 30
+    while step.job_id in squeue("-o", "%i"):  # a half-done step is not trusted: its job ends
+        assert time.monotonic() < deadline, f"orphaned job {step.job_id} still in the queue"
+        time.sleep(0.5)
