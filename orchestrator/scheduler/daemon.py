@@ -144,20 +144,16 @@ def serve(project: Project, idle_exit_s: float | None, workers: int | None = Non
 
 def _serve_with_cluster(project: Project, store: ProjectStore, idle_exit_s: float | None, workers: int | None,
                         retries: int | None, stop: Callable[[], bool]) -> None:
+    """Serve until idle; the local cluster starts only if a step runs on the local host."""
     spec = LocalHostSpec(workers=workers or LocalHostSpec().workers)
-    cluster, client = start_local_cluster(spec)
+    config = SchedulerConfig(worker_cpus=spec.cpus_per_worker)
+    if retries is not None:
+        config.default_retries = retries
+    scheduler = Scheduler(project, None, store, config=config, start_local=lambda: start_local_cluster(spec))
     try:
-        config = SchedulerConfig(worker_cpus=spec.cpus_per_worker)
-        if retries is not None:
-            config.default_retries = retries
-        scheduler = Scheduler(project, client, store, config=config)
-        try:
-            scheduler.run_until_idle(idle_exit_s, stop=stop)
-        finally:
-            scheduler.close_hosts()
+        scheduler.run_until_idle(idle_exit_s, stop=stop)
     finally:
-        client.close()
-        cluster.close()
+        scheduler.close_hosts()
 
 
 def main(argv: list[str] | None = None) -> int:

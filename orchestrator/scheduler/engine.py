@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from distributed import Client, Future
 
@@ -70,21 +71,22 @@ class ActiveRun:
 class Scheduler:
     """Executes a project's queued runs (see the module docstring).
 
-    ``client`` is the dask client of the local host's cluster; runs on other hosts go to
-    executors made from the project's hosts files on first use (``executors``).
+    ``client`` is the dask client of the local host's cluster (or ``start_local`` starts that
+    cluster when a local step first needs it); runs on other hosts go to executors made from
+    the project's hosts files on first use (``executors``).
     """
 
-    def __init__(self, project: Project, client: Client, store: ProjectStore | None = None,
+    def __init__(self, project: Project, client: Client | None, store: ProjectStore | None = None,
                  registry: PluginRegistry | None = None, config: SchedulerConfig | None = None,
-                 executors: HostExecutors | None = None) -> None:
+                 executors: HostExecutors | None = None,
+                 start_local: Callable[[], tuple[Any, Client]] | None = None) -> None:
         self.project = project
-        self.client = client
         self.store = store or project.open_store()
         self.registry = registry or discover()
         self.config = config or SchedulerConfig()
         self.executors = executors or HostExecutors(
             LocalExecutor(client, self.config.host, self.config.worker_cpus, self.config.worker_gpus,
-                          self.config.gpu_sharing), project.path, self.store)
+                          self.config.gpu_sharing, start=start_local), project.path, self.store)
         self.active: dict[int, ActiveRun] = {}
         self.done_queue: queue.Queue[tuple[int, str, Future]] = queue.Queue()
         self.key_owner: dict[str, tuple[int, str]] = {}
@@ -308,8 +310,9 @@ class Scheduler:
                                f"{(row.error or str(exception)).splitlines()[0]}")
 
     def close_hosts(self) -> None:
-        """Release the hosts this scheduler opened (pilots cancelled, pollers stopped)."""
-        self.executors.close(keep=self.config.host)
+        """Release the hosts this scheduler opened (pilots cancelled, pollers stopped, a local
+        cluster it started closed; a client passed in stays its caller's)."""
+        self.executors.close()
 
     def close(self) -> None:
         self.close_hosts()

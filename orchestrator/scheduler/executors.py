@@ -13,6 +13,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from distributed import Client, Future
 
@@ -47,8 +48,8 @@ class HostExecutor(ABC):
 
     def cancel(self, futures: list[Future], steps: Iterable[StepRecord]) -> None:
         """Stop these attempts (their records are already CANCELLED)."""
-        if futures:
-            self.client.cancel(futures)
+        for future in futures:
+            future.cancel()
 
     def tick(self) -> None:
         """Called on every scheduler loop: scale pilots, and so on."""
@@ -60,15 +61,42 @@ class HostExecutor(ABC):
 
 
 class LocalExecutor(HostExecutor):
-    """The embedded default: a LocalCluster of one-thread workers on this machine."""
+    """The embedded default: a LocalCluster of one-thread workers on this machine.
 
-    def __init__(self, client: Client, name: str = "local", worker_cpus: int = 1, worker_gpus: int = 0,
-                 gpu_sharing: bool = False) -> None:
+    Given ``start`` instead of a client, the cluster starts on the first step submitted: a
+    scheduler that only serves runs on other hosts then starts no local workers at all.
+    """
+
+    def __init__(self, client: Client | None, name: str = "local", worker_cpus: int = 1, worker_gpus: int = 0,
+                 gpu_sharing: bool = False, start: Callable[[], tuple[Any, Client]] | None = None) -> None:
+        if client is None and start is None:
+            raise ValueError("LocalExecutor needs a client or a way to start its cluster")
         self.name = name
-        self.client = client
+        self._client = client
+        self._start = start
+        self._cluster: Any = None
         self.worker_cpus = worker_cpus
         self.worker_gpus = worker_gpus
         self.gpu_sharing = gpu_sharing
+
+    @property
+    def client(self) -> Client:  # type: ignore[override]
+        if self._client is None:
+            assert self._start is not None
+            log.info("starting the local cluster")
+            self._cluster, self._client = self._start()
+        return self._client
+
+    @property
+    def started(self) -> bool:
+        return self._client is not None
+
+    def close(self) -> None:
+        """Close the cluster if this executor started it (a client passed in is the caller's)."""
+        if self._cluster is not None and self._client is not None:
+            self._client.close()
+            self._cluster.close()
+            self._client = self._cluster = None
 
     def check(self, graph: StepGraph) -> None:
         for step in graph:
@@ -128,8 +156,8 @@ class HostExecutors:
         for executor in self._executors.values():
             executor.tick()
 
-    def close(self, keep: str | None = "local") -> None:
-        """Close every executor but ``keep`` (the local one belongs to whoever made its cluster)."""
+    def close(self, keep: str | None = None) -> None:
+        """Close every executor but ``keep``."""
         for name, executor in list(self._executors.items()):
             if name == keep:
                 continue
