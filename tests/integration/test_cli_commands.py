@@ -82,7 +82,7 @@ def test_run_wait_exit_codes_logs_and_restart(shared: Project, capsys: pytest.Ca
     code, out, _ = orch(["logs", path, "bad", "flaky"], capsys)  # what the step wrote, traceback included
     assert code == 0 and "DeliberateFailure: step 'flaky' fails on purpose: attempt 1" in out
     code, out, _ = orch(["logs", path, "bad", "--events"], capsys)
-    assert code == 0 and "step flaky failed - DeliberateFailure" in out and "run failed" in out
+    assert code == 0 and "step flaky failed on local - DeliberateFailure" in out and "run failed" in out
 
     last_event = max(e["id"] for e in json.loads(orch(["logs", path, "fan", "--events", "--json"], capsys)[1]))
     code, _, err = orch(["run", path, "--restart", "fan", *WAIT], capsys)
