@@ -2,13 +2,19 @@
 
 Usage:
     .venv/bin/python bench/steps.py [--quick] [--anchor] [--sizes 100,1000,10000] [--parallel 1000]
+                                    [--repeat N] [--memory-k K]
 
 1. Overhead: a run of K no-op steps on a 2-worker LocalCluster, every transition persisted
    in the project store (queued, running, finished, with events), against K bare
-   ``client.submit`` no-op tasks on the same cluster in the same invocation.
+   ``client.submit`` no-op tasks on the same cluster in the same invocation. With
+   ``--repeat N`` the two alternate N times and the median ratio is reported with its range
+   (one pair is at the mercy of whatever else the machine runs meanwhile).
 2. Parallel work: K steps of 50 ms on 2 workers, against the ideal K x 50 ms / 2.
-3. ``--anchor``: Scipion's executor on the same work (``../shared/anchors/scipion``).
-4. Scheduler memory (RSS of this process, which hosts the scheduler) after the largest K.
+3. ``--anchor``: Scipion's executor on the same work (``../shared/anchors/scipion``): the same
+   K no-op steps on two step threads (``--threads 3``: Scipion keeps one for itself), 100
+   serial steps, and the 50 ms steps on three step threads.
+4. Scheduler memory (RSS of this process, which hosts our scheduler and dask's) after a run
+   of ``--memory-k`` no-op steps (0 skips it).
 
 Lines follow DESIGN.md: ``BENCH figure=<name> value=<v> unit=<u> n=<K> [anchor=.. ratio=..]``.
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -74,9 +81,26 @@ def raw_dask(client, k: int) -> float:  # noqa: ANN001 - a distributed.Client
     return elapsed
 
 
+def overhead(scheduler: Scheduler, project: Project, client, k: int, repeat: int) -> float:  # noqa: ANN001
+    """Our no-op run against raw dask at K, alternating ``repeat`` times; returns our median seconds."""
+    ours, raws = [], []
+    for _ in range(repeat):
+        ours.append(timed_run(scheduler, project, "testkit.noop", {"count": str(k)}))
+        raws.append(raw_dask(client, k))
+    ratios = sorted(raw / mine for mine, raw in zip(ours, raws, strict=True))
+    mine, raw = statistics.median(ours), statistics.median(raws)
+    spread = {"range": f"{ratios[0]:.3f}-{ratios[-1]:.3f}", "repeat": repeat} if repeat > 1 else {}
+    bench("steps_per_s", k / mine, "steps/s", k)
+    bench("raw_dask_tasks_per_s", k / raw, "tasks/s", k)
+    bench("steps_vs_raw_dask", statistics.median(ratios), "ratio", k, ratio=f"{statistics.median(ratios):.3f}",
+          **spread)
+    bench("step_overhead_ms", mine / k * 1e3, "ms", k)
+    return mine
+
+
 def scipion_per_step_s(args: list[str]) -> float | None:
     """Seconds per step of Scipion's executor (bench_steps.py's steps_launch line)."""
-    out = run_anchor("bench_steps.py", args)
+    out = run_anchor("bench_steps.py", args, timeout_s=1800)
     for line in (out or "").splitlines():
         match = re.search(r"^scipion steps_launch .*per_step_ms=(\S+)", line)
         if match:
@@ -90,13 +114,15 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="K up to 1,000 and 200 parallel steps")
     parser.add_argument("--sizes", help="comma-separated K for the no-op runs")
     parser.add_argument("--parallel", type=int, help="number of 50 ms steps")
-    parser.add_argument("--memory-k", type=int, help="K for the scheduler memory figure (default 100,000)")
+    parser.add_argument("--memory-k", type=int,
+                        help="K for the scheduler memory figure (default 100,000; 0 with --quick)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of ours and raw dask per K (median reported)")
     parser.add_argument("--anchor", action="store_true", help="also run Scipion's executor on the same work")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else \
         ([100, 1000] if args.quick else [100, 1000, 10000])
     parallel_k = args.parallel or (200 if args.quick else 1000)
-    memory_k = args.memory_k or (0 if args.quick else 100_000)
+    memory_k = args.memory_k if args.memory_k is not None else (0 if args.quick else 100_000)
     print(f"# load1={os.getloadavg()[0]:.2f} cpus={os.cpu_count()}", flush=True)
 
     os.environ.setdefault("ORCH_HOME", tempfile.mkdtemp(prefix="orch-bench-home-"))
@@ -106,13 +132,7 @@ def main() -> int:
     try:
         timed_run(scheduler, project, "testkit.noop", {"count": "10"})  # warm the workers' imports
         raw_dask(client, 100)
-        for k in sizes:
-            ours = timed_run(scheduler, project, "testkit.noop", {"count": str(k)})
-            raw = raw_dask(client, k)
-            bench("steps_per_s", k / ours, "steps/s", k)
-            bench("raw_dask_tasks_per_s", k / raw, "tasks/s", k)
-            bench("steps_vs_raw_dask", (k / ours) / (k / raw), "ratio", k, ratio=f"{raw / ours:.3f}")
-            bench("step_overhead_ms", ours / k * 1e3, "ms", k)
+        ours = {k: overhead(scheduler, project, client, k, args.repeat) for k in sizes}
         wall = timed_run(scheduler, project, "testkit.sleep", {"count": str(parallel_k), "seconds": "0.05"})
         ideal = parallel_k * 0.05 / 2
         bench("parallel_wall_s", wall, "s", parallel_k, ideal=f"{ideal:.2f}")
@@ -124,6 +144,11 @@ def main() -> int:
         client.close()
         cluster.close()
     if args.anchor:
+        for k, mine in ours.items():
+            theirs = scipion_per_step_s([str(k), "--mode", "parallel", "--threads", "3"])
+            if theirs:
+                bench("speedup_vs_scipion_steps", theirs * k / mine, "x", k, anchor=f"{theirs * k:.2f}",
+                      ratio=f"{theirs * k / mine:.2f}")
         serial = scipion_per_step_s(["100", "--mode", "serial"])
         if serial:
             bench("scipion_serial_step_ms", serial * 1e3, "ms", 100)

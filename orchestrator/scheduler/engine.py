@@ -248,9 +248,10 @@ class Scheduler:
                 "hash": planner.current_hash(step, run_dir), "attempt": payload.attempt,
                 "queued_at": queued_at, "host": active.run.host})
             for _name, payload, step in batch])
-        for name, payload, step in batch:
-            key = f"step-{payload.step_id}-a{payload.attempt}-{active.run.id}"
-            future = active.executor.submit(payload, step, key)
+        keys = [f"step-{payload.step_id}-a{payload.attempt}-{active.run.id}" for _name, payload, _step in batch]
+        futures = active.executor.submit_many([(payload, step, key)
+                                               for (_name, payload, step), key in zip(batch, keys, strict=True)])
+        for (name, _payload, _step), key, future in zip(batch, keys, futures, strict=True):
             active.in_flight[name] = future
             self.key_owner[key] = (active.run.id, name)
             future.add_done_callback(lambda f, r=active.run.id, n=name: self.done_queue.put((r, n, f)))

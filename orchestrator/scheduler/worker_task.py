@@ -42,7 +42,11 @@ log = logging.getLogger("orchestrator.worker")
 LOG_TAIL_LINES = 30
 RUNNING_DELAY_S = 0.03
 LOCAL_HOST = "local"  # the host whose steps ``orch cancel`` kills by pid (control.cancel_run)
-_STARTABLE = (StepState.QUEUED, StepState.PENDING)
+# RUNNING too: dask runs an attempt again when the worker that had it left the cluster (a
+# pilot stopped by its queue, a worker that retired); that attempt's first run is gone with it.
+_STARTABLE = (StepState.QUEUED, StepState.PENDING, StepState.RUNNING)
+#: the batch job this process runs in (a pilot, or a step's own job), as the queue names it
+_JOB_ID_VARIABLES = ("SLURM_JOB_ID", "JOB_ID", "PBS_JOBID")
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _writers: dict[str, StepWriter] = {}
 _writers_lock = threading.Lock()
@@ -274,17 +278,31 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _mark_running(writer: StepWriter, payload: StepPayload, started: dict[str, Any]) -> bool:
-    """Record RUNNING; if the step was cancelled meanwhile, do to it what ``orch cancel`` does.
+def _queue_job_id() -> str | None:
+    return next((os.environ[name] for name in _JOB_ID_VARIABLES if os.environ.get(name)), None)
 
-    ``orch cancel`` kills the process tree of a local step it finds RUNNING; one it found
-    QUEUED because it had not been marked yet is killed here instead, by itself.
-    """
+
+def _mark_running(writer: StepWriter, payload: StepPayload, started: dict[str, Any]) -> bool:
+    """Record RUNNING; if the step was cancelled meanwhile, stop it as a cancel would have."""
     applied = writer.transition(payload.step_id, payload.run_id, StepState.RUNNING, expected=_STARTABLE, **started)
-    if not applied and payload.host == LOCAL_HOST:
-        log.warning("step %s was cancelled while it ran: killing its processes", payload.step_name)
-        kill_tree(os.getpid())
+    if not applied:
+        _stop_cancelled_step(payload)
     return applied
+
+
+def _stop_cancelled_step(payload: StepPayload) -> None:
+    """Kill what a step cancelled before it was marked RUNNING started (its canceller saw no pid).
+
+    Every canceller kills the processes of the steps it finds RUNNING; ``orch cancel`` also
+    kills the worker process of a local step, so a local step kills itself here too. Elsewhere
+    the worker stays, as after an SSH host's cancel, and its record of the end is refused.
+    """
+    log.warning("step %s was cancelled while it ran: killing its processes", payload.step_name)
+    if payload.host == LOCAL_HOST:
+        kill_tree(os.getpid())
+        return
+    for child in psutil.Process().children():
+        kill_tree(child.pid)
 
 
 def _record_end(writer: StepWriter, payload: StepPayload, marked: bool | None, started: dict[str, Any],
@@ -309,6 +327,9 @@ def run_step_task(payload: StepPayload) -> dict[str, Any] | None:
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in payload.gpus)
     started = {"worker": _worker_address(), "pid": os.getpid(), "host": payload.host, "gpus": payload.gpus,
                "started_at": datetime.now(UTC), "attempt": payload.attempt}
+    job_id = _queue_job_id()
+    if job_id:
+        started["job_id"] = job_id
     ctx = StepContext(project_dir=Path(payload.project_dir), run_id=payload.run_id,
                       run_dir=Path(payload.run_dir), step_name=payload.step_name, log_path=log_path,
                       gpus=list(payload.gpus), params=payload.params, store_url=payload.store_url,

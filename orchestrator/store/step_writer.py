@@ -24,7 +24,7 @@ from sqlalchemy import Engine
 
 from orchestrator.store.schema import StepState
 
-_STEP_COLUMNS = ("state", "worker", "pid", "host", "gpus", "started_at", "attempt", "finished_at",
+_STEP_COLUMNS = ("state", "worker", "pid", "host", "job_id", "gpus", "started_at", "attempt", "finished_at",
                  "duration_s", "peak_memory_mb", "result", "error")
 _JSON_COLUMNS = frozenset({"gpus", "result"})
 _TIME_COLUMNS = frozenset({"started_at", "finished_at"})
