@@ -125,11 +125,17 @@ def announce_running(payload: StepPayload, worker: str, started_at: datetime) ->
     return True
 
 
+def _reachable_store(url: str) -> str:
+    """A server store (PostgreSQL) may be reachable from the host; a SQLite file here is not."""
+    return url if url.startswith(("postgresql", "postgres:")) else ""
+
+
 def run_remote_step(payload: StepPayload, path_map: PathMap) -> RemoteOutcome:
     """Run one attempt of one step in the host's copy of the project; see the module docstring.
 
     ``payload`` is the same as for a shared-file-system host, with local paths; its
-    ``store_url`` is not used (the host cannot reach the store) and the step sees an empty one.
+    ``store_url`` reaches the step only for a PostgreSQL store (the host may reach the server);
+    a SQLite store lives on this machine's disk, so the step sees an empty one.
     """
     run_dir = Path(path_map.to_remote(payload.run_dir))
     log_path = Path(remote_log_path(path_map, payload))
@@ -140,7 +146,8 @@ def run_remote_step(payload: StepPayload, path_map: PathMap) -> RemoteOutcome:
     announce_running(payload, worker, started)
     ctx = StepContext(project_dir=Path(path_map.remote_project_dir), run_id=payload.run_id, run_dir=run_dir,
                       step_name=payload.step_name, log_path=log_path, gpus=list(payload.gpus),
-                      params=path_map.to_remote(payload.params), store_url="", attempt=payload.attempt)
+                      params=path_map.to_remote(payload.params), store_url=_reachable_store(payload.store_url),
+                      attempt=payload.attempt)
     args = path_map.to_remote(payload.args)
     t0 = time.perf_counter()
     memory = PeakMemory.shared()
