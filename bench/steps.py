@@ -61,6 +61,7 @@ def timed_run(scheduler: Scheduler, project: Project, protocol: str, params: dic
     store = scheduler.store
     t0 = time.perf_counter()
     run = planner.create_run(store, project, scheduler.registry, protocol, params)
+    scheduler.wake()  # what `orch run` does to the daemon (SIGUSR1) once the run is queued
     while True:
         scheduler.step_once(wait_s=0.05)
         if run.id not in scheduler.active and store.runs.get(run.id).run_state.is_final:

@@ -31,6 +31,7 @@ from orchestrator.store import ProjectStore, RunState
 LOCK_FILE = "scheduler.lock"
 LOG_FILE = "scheduler.log"
 DEFAULT_IDLE_EXIT_S = 60.0
+WAKE_SIGNAL = signal.SIGUSR1
 
 
 class SchedulerLock:
@@ -82,9 +83,15 @@ class SchedulerStartError(OrchestratorError):
 
 def ensure_daemon(project: Project, idle_exit_s: float = DEFAULT_IDLE_EXIT_S, workers: int | None = None,
                   retries: int | None = None) -> int:
-    """Start the project's scheduler detached unless one runs; return its pid."""
+    """Start the project's scheduler detached unless one runs (then wake it: new runs start at
+    once instead of at its next poll); return its pid."""
     pid = running_pid(project)
     if pid is not None:
+        if pid > 0:
+            try:
+                os.kill(pid, WAKE_SIGNAL)
+            except OSError:  # it is exiting, or not ours to signal: it polls anyway
+                pass
         return pid
     command = [sys.executable, "-m", "orchestrator.scheduler.daemon", str(project.path),
                "--idle-exit", str(idle_exit_s)]
@@ -111,6 +118,9 @@ def ensure_daemon(project: Project, idle_exit_s: float = DEFAULT_IDLE_EXIT_S, wo
 def serve(project: Project, idle_exit_s: float | None, workers: int | None = None,
           retries: int | None = None) -> int:
     """Run the scheduler in this process; returns 0, or 3 if another one holds the project."""
+    # `orch run` wakes the scheduler with SIGUSR1 as soon as the lock names it: ignore the
+    # signal until the scheduler exists (its default action would end this process).
+    signal.signal(WAKE_SIGNAL, signal.SIG_IGN)
     lock = SchedulerLock(project)
     if not lock.acquire():
         logging.getLogger("orchestrator.scheduler").info("a scheduler already runs for %s", project.name)
@@ -150,6 +160,7 @@ def _serve_with_cluster(project: Project, store: ProjectStore, idle_exit_s: floa
     if retries is not None:
         config.default_retries = retries
     scheduler = Scheduler(project, None, store, config=config, start_local=lambda: start_local_cluster(spec))
+    signal.signal(WAKE_SIGNAL, lambda _signum, _frame: scheduler.wake())
     try:
         scheduler.run_until_idle(idle_exit_s, stop=stop)
     finally:

@@ -103,6 +103,11 @@ class Scheduler:
         self.submit_ready()
         self.handle_completions(wait_s)
 
+    def wake(self) -> None:
+        """Read the store on the next loop rather than at the next poll (``orch run`` signals
+        the daemon with SIGUSR1 after queueing, so a new run starts at once)."""
+        self._last_poll = 0.0
+
     def run_until_idle(self, idle_exit_s: float | None = None, stop: Callable[[], bool] = lambda: False) -> None:
         """Loop until nothing is queued or running for ``idle_exit_s`` (forever if None)."""
         idle_since: float | None = None

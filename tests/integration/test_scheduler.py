@@ -202,3 +202,22 @@ def test_python_api_runs_with_a_detached_scheduler(tmp_path: Path) -> None:
         if pid:
             os.kill(pid, signal.SIGTERM)
             wait_until(lambda: daemon.running_pid(project) is None, 60, "the scheduler to stop")
+
+
+def test_a_running_scheduler_is_woken_not_killed_by_new_runs(project: Project) -> None:
+    log = open(project.path / "daemon-test.log", "ab")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.scheduler.daemon", str(project.path),
+                             "--idle-exit", "120", "--workers", "1"], stdout=log, stderr=log, start_new_session=True)
+    try:
+        wait_until(lambda: daemon.running_pid(project) == proc.pid, what="the scheduler to hold the lock")
+        for _ in range(3):  # each `orch run` signals the live scheduler (SIGUSR1)
+            assert daemon.ensure_daemon(project) == proc.pid
+        run_id = submit(project, "testkit.noop", count=2)
+        assert daemon.ensure_daemon(project) == proc.pid
+        with project.open_store() as store:
+            assert wait_for_run(store, run_id, timeout_s=60).run_state is RunState.FINISHED
+        assert proc.poll() is None  # the signal woke it; it did not end it
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
