@@ -71,6 +71,8 @@ def remote_python(env: dict[str, str]) -> Iterator[str]:
                                capture_output=True, text=True, check=True).stdout.strip())
     ours = sysconfig.get_paths()["purelib"]
     (site / "orch-dev.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
+    for needed in (Path(ours), Path(__file__).resolve().parents[2]):  # site-packages, and the editable checkout
+        _let_others_traverse(needed)
     for folder, dirs, files in os.walk(root):
         for name in [*dirs, *files]:
             path = Path(folder) / name
@@ -79,6 +81,15 @@ def remote_python(env: dict[str, str]) -> Iterator[str]:
     root.chmod(0o755)
     yield str(venv / "bin" / "python")
     shutil.rmtree(root, ignore_errors=True)
+
+
+def _let_others_traverse(path: Path) -> None:
+    """The SSH test user must reach this checkout's packages: add o+x to any folder above them
+    that lacks it (a clone under /root, mode 700, would otherwise hide them); nothing else."""
+    for folder in [path, *path.parents]:
+        mode = folder.stat().st_mode
+        if not mode & 0o001:
+            folder.chmod(mode | 0o001)
 
 
 @pytest.fixture
