@@ -106,8 +106,8 @@ def test_batched_status_matches_squeue(queue: BatchQueue, tmp_path: Path) -> Non
             native, partition, node, gres, reason = theirs[job_id][1:]
             assert (status.native_state, status.queue, status.nodes or "", status.gpus) == (
                 native, partition, node, gres.removeprefix("gres:"))
-            if status.state is JobState.PENDING:
-                assert status.reason == reason == "Resources"
+            if status.state is JobState.PENDING:  # waiting for a GPU, or behind another waiting job
+                assert status.reason == reason and reason in ("Resources", "Priority")
     finally:
         queue.cancel(ids)
     for job_id in ids:
