@@ -73,7 +73,7 @@ class HostStaging:
     """
 
     def __init__(self, host: HostConfig, store: ProjectStore, project_dir: Path, *, python: str | None = None,
-                 parallel: int = 4, stager: Stager | None = None) -> None:
+                 parallel: int | None = None, stager: Stager | None = None) -> None:
         if host.ssh is None:
             raise StagingSetupError(f"host {host.name!r} has no [hosts.{host.name}.ssh] section: nothing to stage to")
         if not host.work_dir.startswith("/"):

