@@ -180,6 +180,8 @@ def test_cancel_kills_the_step_process(project: Project) -> None:
         run_dir = project.run_dir(store.runs.get(run_id).name)
         wait_until(lambda: (run_dir / "hold.pid").exists(), 60, "the hold step to start")
         pid = int((run_dir / "hold.pid").read_text())
+        # RUNNING (with the pid a canceller kills) is written once the step has run 30 ms
+        wait_until(lambda: store.steps.list(run_id)[0].state == "running", 30, "the step to be marked running")
         killed = cancel_run(store, run_id)
         assert pid in killed
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
