@@ -9,6 +9,8 @@ else ``0..N-1`` of what the host declares), the step runs with exactly those in
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -19,12 +21,19 @@ from orchestrator.scheduler.worker_task import StepPayload, run_step_task
 LEASE_TIMEOUT_S = 600.0
 
 
-def run_gpu_step_task(payload: StepPayload, gpus: int, declared: int, sharing: bool = False) -> dict[str, Any] | None:
-    """Lease ``gpus`` devices of this worker, run the step with them, give them back."""
+@contextmanager
+def gpus_leased(payload: StepPayload, gpus: int, declared: int, sharing: bool = False) -> Iterator[StepPayload]:
+    """The payload with ``gpus`` devices of this worker's pool, held until the block ends."""
     pool = worker_gpu_pool(declared, sharing=sharing)
     lease = pool.acquire(gpus, owner=f"step {payload.step_id} attempt {payload.attempt}", timeout_s=LEASE_TIMEOUT_S)
     try:
         devices: list[Any] = [int(d) if d.isdigit() else d for d in lease.devices]
-        return run_step_task(replace(payload, gpus=devices))
+        yield replace(payload, gpus=devices)
     finally:
         pool.release(lease)
+
+
+def run_gpu_step_task(payload: StepPayload, gpus: int, declared: int, sharing: bool = False) -> dict[str, Any] | None:
+    """Lease ``gpus`` devices of this worker, run the step with them, give them back."""
+    with gpus_leased(payload, gpus, declared, sharing) as leased:
+        return run_step_task(leased)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,12 +34,12 @@ from typing import Any
 from distributed import Client, Future, LocalCluster, worker_client
 
 from orchestrator.hosts.config import HostConfig
-from orchestrator.hosts.gpus import worker_gpu_pool
 from orchestrator.hosts.ssh_workers import SSHWorkerGroup, remote_python, start_ssh_workers
 from orchestrator.protocol import Step, StepGraph
 from orchestrator.scheduler import staging
+from orchestrator.scheduler.batch_step import host_payload
 from orchestrator.scheduler.executors import HostExecutor, HostUnusable
-from orchestrator.scheduler.gpu_task import LEASE_TIMEOUT_S, run_gpu_step_task
+from orchestrator.scheduler.gpu_task import gpus_leased, run_gpu_step_task
 from orchestrator.scheduler.remote_task import RUNNING_TOPIC, PathMap, RemoteOutcome, run_remote_step
 from orchestrator.scheduler.worker_task import StepFailed, StepPayload, run_step_task
 from orchestrator.store import ProjectStore, StepRecord, StepState
@@ -56,13 +56,8 @@ def run_staged_step(payload: StepPayload, path_map: PathMap, gpus: int = 0, work
     worker's pool first (see :mod:`orchestrator.scheduler.gpu_task`)."""
     if not gpus:
         return run_remote_step(payload, path_map)
-    pool = worker_gpu_pool(worker_gpus, sharing=sharing)
-    lease = pool.acquire(gpus, owner=f"step {payload.step_id} attempt {payload.attempt}", timeout_s=LEASE_TIMEOUT_S)
-    try:
-        devices: list[Any] = [int(d) if d.isdigit() else d for d in lease.devices]
-        return run_remote_step(replace(payload, gpus=devices), path_map)
-    finally:
-        pool.release(lease)
+    with gpus_leased(payload, gpus, worker_gpus, sharing) as leased:
+        return run_remote_step(leased, path_map)
 
 
 @dataclass(frozen=True)
@@ -195,9 +190,7 @@ class SSHExecutor(HostExecutor):
                                   key=key, workers=[self.local_worker], allow_other_workers=False, pure=False)
 
     def _shared_payload(self, payload: StepPayload) -> StepPayload:
-        m = self.host.map_path
-        return replace(payload, project_dir=m(payload.project_dir), run_dir=m(payload.run_dir),
-                       log_path=m(payload.log_path), store_url=m(payload.store_url))
+        return host_payload(payload, self.host.map_path)
 
     # ------------------------------------------------------------------ RUNNING from the host
     def _on_running(self, event: tuple[float, dict[str, Any]]) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from infra.services import require_service
-from test_ssh_workers import env, remote_python  # noqa: F401 - fixtures shared with the worker tests
+from test_ssh_workers import env, remote_python, ssh_table  # noqa: F401 - fixtures shared with the worker tests
 
 from orchestrator.plugins import discover
 from orchestrator.project import Project
@@ -50,14 +50,7 @@ walltime = "01:00:00"
 
 [hosts.{HOST}.pilot]
 python = "{remote_python}"
-
-[hosts.{HOST}.ssh]
-host = "{env['ORCH_TEST_SSH_HOST']}"
-port = {env['ORCH_TEST_SSH_PORT']}
-user = "{env['ORCH_TEST_SSH_USER']}"
-key = "{env['ORCH_TEST_SSH_KEY']}"
-known_hosts = "{env['ORCH_TEST_SSH_KNOWN_HOSTS']}"
-""")
+""" + ssh_table(HOST, env))
     monkeypatch.setenv("ORCH_HOSTS", str(hosts))
     # The jobs run as the SSH user and write into the project: everything made here is shared.
     old_umask = os.umask(0)

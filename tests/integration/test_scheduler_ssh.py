@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from test_ssh_workers import env, remote_python  # noqa: F401 - fixtures shared with the worker tests
+from test_ssh_workers import env, remote_python, ssh_table  # noqa: F401 - fixtures shared with the worker tests
 
 from orchestrator.plugins import discover
 from orchestrator.project import Project
@@ -47,14 +47,7 @@ shared_fs = false
 cores = 2
 workers = 2
 python = "{remote_python}"
-
-[hosts.{HOST}.ssh]
-host = "{env['ORCH_TEST_SSH_HOST']}"
-port = {env['ORCH_TEST_SSH_PORT']}
-user = "{env['ORCH_TEST_SSH_USER']}"
-key = "{env['ORCH_TEST_SSH_KEY']}"
-known_hosts = "{env['ORCH_TEST_SSH_KNOWN_HOSTS']}"
-""")
+""" + ssh_table(HOST, env))
     monkeypatch.setenv("ORCH_HOSTS", str(hosts))
     return Project.create(tmp_path / "proj")
 

@@ -83,6 +83,18 @@ def remote_python(env: dict[str, str]) -> Iterator[str]:
     shutil.rmtree(root, ignore_errors=True)
 
 
+def ssh_table(host: str, env: dict[str, str]) -> str:
+    """The ``[hosts.<host>.ssh]`` table of a hosts file that reaches the test sshd."""
+    return f"""
+[hosts.{host}.ssh]
+host = "{env['ORCH_TEST_SSH_HOST']}"
+port = {env['ORCH_TEST_SSH_PORT']}
+user = "{env['ORCH_TEST_SSH_USER']}"
+key = "{env['ORCH_TEST_SSH_KEY']}"
+known_hosts = "{env['ORCH_TEST_SSH_KNOWN_HOSTS']}"
+"""
+
+
 def _let_others_traverse(path: Path) -> None:
     """The SSH test user must reach this checkout's packages: add o+x to any folder above them
     that lacks it (a clone under /root, mode 700, would otherwise hide them); nothing else."""
