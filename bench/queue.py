@@ -1,21 +1,28 @@
-"""Benchmark: a run's steps through SLURM pilot workers against one ``sbatch`` per step.
+"""Benchmark: a run's steps through SLURM pilot workers against one batch job per step.
 
 Usage:
-    .venv/bin/python bench/queue.py [--quick] [--steps N] [--pilot-workers W] [--keep]
+    .venv/bin/python bench/queue.py [--quick] [--steps N] [--pilot-workers W] [--no-bare] [--keep]
 
 Runs on the test SLURM that ``tests/infra/slurm.sh`` starts (one node, 8 CPUs; started here
-if it is not running). Both paths run N steps of 0.1 s in the same invocation:
+if it is not running). Every path runs N steps of 0.1 s, in the same invocation:
 
-1. pilots, through the product: a project in a temporary folder, a hosts file (``ORCH_HOSTS``)
-   with host ``ci-slurm-bench``, which is ``hosts/ci-test.toml``'s ``ci-slurm`` with a pilot of
-   W single-core workers (cores = processes = W, 512 MB each, ``max_pilots = 1``); one
-   ``testkit.sleep`` run, ``count=N seconds=0.1``, queued on that host as
-   ``orch run PROJECT testkit.sleep count=N seconds=0.1 --host ci-slurm-bench`` does
+1. **pilots**, through the product: a project in a temporary folder, a hosts file
+   (``ORCH_HOSTS``) with host ``ci-slurm-bench``, which is ``hosts/ci-test.toml``'s ``ci-slurm``
+   with a pilot of W single-core workers (cores = processes = W, 512 MB each,
+   ``max_pilots = 1``); one ``testkit.sleep`` run, ``count=N seconds=0.1``, queued on that host
+   as ``orch run PROJECT testkit.sleep count=N seconds=0.1 --host ci-slurm-bench`` does
    (``planner.create_run``), then the scheduler daemon
-   (``python -m orchestrator.scheduler.daemon PROJECT --idle-exit 3 --workers 1``), which
-   starts the pilot and runs the steps in it;
-2. sbatch (the Scipion / cryoSPARC way): every step its own batch job (``BatchQueue.submit``,
-   a Python process sleeping 0.1 s), followed by the host's one :class:`QueuePoller`.
+   (``python -m orchestrator.scheduler.daemon PROJECT --idle-exit 3 --workers 1``), which starts
+   the pilot and runs the steps in it;
+2. **sbatch**, the same run the Scipion / cryoSPARC way: host ``ci-slurm-bench-jobs``, the same
+   cluster with ``[pilot] enabled = false`` and no ``max_jobs`` (SLURM alone decides how many
+   run at once, as for the bare jobs below), so the same scheduler sends every step as its own
+   batch job (``python -m orchestrator.scheduler.batch_step``: the step runner starts in the
+   job, runs the step and records it in the project store);
+3. **bare sbatch** (the floor of any job-per-step design): every step its own batch job that
+   only sleeps (``BatchQueue.submit`` of ``python -c "import time; time.sleep(0.1)"``, nothing
+   imported, nothing recorded), all submitted at once and followed by the host's one
+   :class:`QueuePoller`. ``--no-bare`` skips it (and the ``squeue_calls`` figure).
 
 Figures:
 
@@ -23,14 +30,15 @@ Figures:
   start, pilot job, steps); extras: workers and pilot jobs the steps ran in, the busiest and
   idlest worker's step count, and ``steps_span_s`` (first step start to last step end);
 - ``first_pilot_step_s``: from queueing the run to the earliest ``started_at`` of its steps;
-- ``sbatch_wall_time`` and ``pilot_vs_sbatch_speedup`` (sbatch time / pilot time, target
-  >= 10x at 1,000 steps);
-- ``squeue_calls`` during the sbatch path, with the most jobs one poll covered (one squeue per
+- ``sbatch_wall_time`` (path 2, measured like path 1) and ``pilot_vs_sbatch_speedup``
+  (sbatch time / pilot time, the issue's target >= 10x at 1,000 steps);
+- ``bare_sbatch_wall_time`` and ``pilot_vs_bare_sbatch_speedup`` (path 3);
+- ``squeue_calls`` during path 3, with the most jobs one poll covered (one squeue per
   interval whatever the number of jobs).
 
-The daemon is stopped and the bench's pilot jobs (``orch-pilot-ci-slurm-bench``) cancelled
-at the end, on errors too. ``--keep`` keeps the temporary folder (project, daemon log, pilot
-logs) and prints where it is.
+The daemons are stopped and the bench's pilot jobs (``orch-pilot-ci-slurm-bench``) cancelled
+at the end, on errors too. ``--keep`` keeps the temporary folder (projects, daemon logs, pilot
+logs, job folders) and prints where it is.
 """
 
 from __future__ import annotations
@@ -75,6 +83,7 @@ from orchestrator.store import RunState  # noqa: E402
 CI_HOSTS = REPO / "hosts" / "ci-test.toml"
 CI_HOST = "ci-slurm"
 BENCH_HOST = "ci-slurm-bench"
+BENCH_JOBS_HOST = "ci-slurm-bench-jobs"
 WORKER_MEMORY_MB = 512  # per pilot worker: a dask worker with the orchestrator imported, plus a sleeping step
 STEP_S = 0.1
 
@@ -114,17 +123,22 @@ def toml_text(table: dict[str, Any], prefix: tuple[str, ...] = ()) -> str:
     return "\n\n".join(s.rstrip("\n") for s in sections) + "\n"
 
 
-def write_bench_hosts(path: Path, workers: int, work_dir: Path) -> HostConfig:
-    """``ci-slurm`` as ``BENCH_HOST``: one pilot of ``workers`` single-core workers."""
+def write_bench_hosts(path: Path, workers: int, work_dir: Path) -> tuple[HostConfig, HostConfig]:
+    """``ci-slurm`` as ``BENCH_HOST`` (one pilot of ``workers`` single-core workers) and as
+    ``BENCH_JOBS_HOST`` (no pilots, no job limit: every step its own batch job)."""
     data = tomllib.loads(CI_HOSTS.read_text())["hosts"][CI_HOST]
     queue_mb = load_hosts_file(CI_HOSTS)[CI_HOST].queue().memory_mb
     memory_mb = min(WORKER_MEMORY_MB * workers, queue_mb or WORKER_MEMORY_MB * workers)
-    data = {**data, "description": f"bench/queue.py: {CI_HOST} with one pilot of {workers} workers",
-            "work_dir": str(work_dir),
-            "pilot": {**data.get("pilot", {}), "cores": workers, "processes": workers, "memory": f"{memory_mb}M",
-                      "min_pilots": 0, "max_pilots": 1}}
-    path.write_text(toml_text({"hosts": {BENCH_HOST: data}}))
-    return load_hosts_file(path)[BENCH_HOST]  # the loader's checks, e.g. W above the node's cores
+    pilots = {**data, "description": f"bench/queue.py: {CI_HOST} with one pilot of {workers} workers",
+              "work_dir": str(work_dir),
+              "pilot": {**data.get("pilot", {}), "cores": workers, "processes": workers, "memory": f"{memory_mb}M",
+                        "min_pilots": 0, "max_pilots": 1}}
+    jobs = {k: v for k, v in data.items() if k not in ("pilot", "max_jobs")}
+    jobs = {**jobs, "description": f"bench/queue.py: {CI_HOST}, every step its own batch job",
+            "work_dir": str(work_dir), "pilot": {"enabled": False}}
+    path.write_text(toml_text({"hosts": {BENCH_HOST: pilots, BENCH_JOBS_HOST: jobs}}))
+    hosts = load_hosts_file(path)  # the loader's checks, e.g. W above the node's cores
+    return hosts[BENCH_HOST], hosts[BENCH_JOBS_HOST]
 
 
 def pilot_job_ids(host: HostConfig) -> list[str]:
@@ -179,18 +193,19 @@ def _utc(moment: datetime | None) -> datetime:
 
 
 @dataclass
-class PilotResult:
+class RunResult:
     wall_s: float
     first_step_s: float
     steps_span_s: float
     workers_used: int
-    pilot_jobs: int
+    jobs: int  # the batch jobs the steps ran in (pilots, or one per step)
     steps_per_worker: tuple[int, int]  # fewest, most
 
 
-def run_pilots(host: HostConfig, hosts_file: Path, steps: int, work: Path) -> PilotResult:
+def run_through_scheduler(host: HostConfig, hosts_file: Path, steps: int, work: Path) -> RunResult:
+    """One ``testkit.sleep`` run of ``steps`` steps on ``host``, queued and run by a daemon."""
     os.environ["ORCH_HOSTS"] = str(hosts_file)  # for create_run's host check, and the daemon inherits it
-    project = Project.create(work / "project")
+    project = Project.create(work / f"project-{host.name}")
     log_path = project.path / "daemon-bench.log"
     registry = discover()
     with project.open_store() as store:
@@ -201,9 +216,9 @@ def run_pilots(host: HostConfig, hosts_file: Path, steps: int, work: Path) -> Pi
     finished = False
     try:
         with project.open_store() as store:
-            final = wait_for_run(store, run.id, timeout_s=300 + steps * STEP_S, poll_s=0.05)
+            final = wait_for_run(store, run.id, timeout_s=300 + steps * 3, poll_s=0.05)
             if final.run_state is not RunState.FINISHED:
-                raise SystemExit(f"pilot run {final.name} is {final.state} ({final.error}); daemon log:\n"
+                raise SystemExit(f"run {final.name} on {host.name} is {final.state} ({final.error}); daemon log:\n"
                                  f"{log_tail(log_path)}")
             records = store.steps.list(run.id)
         finished = True
@@ -213,19 +228,19 @@ def run_pilots(host: HostConfig, hosts_file: Path, steps: int, work: Path) -> Pi
     per_worker = Counter(s.worker for s in records)
     first_start = min(_utc(s.started_at) for s in records)
     last_end = max(_utc(s.finished_at) for s in records)
-    return PilotResult(
+    return RunResult(
         wall_s=(_utc(final.finished_at) - queued_at).total_seconds(),
         first_step_s=(first_start - queued_at).total_seconds(),
         steps_span_s=(last_end - first_start).total_seconds(),
         workers_used=len(per_worker),
-        pilot_jobs=len({(s.result or {}).get("job") for s in records}),
+        jobs=len({(s.result or {}).get("job") for s in records}),
         steps_per_worker=(min(per_worker.values()), max(per_worker.values())),
     )
 
 
-# ---------------------------------------------------------------------------- one sbatch per step
+# ---------------------------------------------------------------------------- bare jobs, one per step
 
-def run_sbatch(host, steps: int, work: Path) -> tuple[float, int, int]:  # type: ignore[no-untyped-def]
+def run_bare_sbatch(host, steps: int, work: Path) -> tuple[float, int, int]:  # type: ignore[no-untyped-def]
     command = [sys.executable, "-c", f"import time; time.sleep({STEP_S})"]
     settings = PollSettings(fast_s=0.5, max_s=5, accounting_grace_s=2)
     largest_poll = 0
@@ -253,7 +268,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="200 steps (a few minutes on 2 cores)")
     parser.add_argument("--steps", type=int, help="steps per path (default 1000, 200 with --quick)")
     parser.add_argument("--pilot-workers", type=int, default=8, help="workers in the pilot job (default 8)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (project, logs)")
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare sleep-only jobs (path 3)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (projects, logs)")
     args = parser.parse_args()
     steps = args.steps or (200 if args.quick else 1000)
     try:  # reuse a running instance as it is (start would switch its accounting mode back to basic)
@@ -264,21 +280,28 @@ def main() -> int:
     host = load_hosts_file(CI_HOSTS)[CI_HOST]
     work = Path(tempfile.mkdtemp(prefix="orch-bench-queue-", dir="/tmp"))
     try:
-        pilot_host = write_bench_hosts(work / "hosts.toml", args.pilot_workers, work / "host-work")
+        pilot_host, jobs_host = write_bench_hosts(work / "hosts.toml", args.pilot_workers, work / "host-work")
         load1 = os.getloadavg()[0]
-        pilot = run_pilots(pilot_host, work / "hosts.toml", steps, work)
+        pilot = run_through_scheduler(pilot_host, work / "hosts.toml", steps, work)
         fewest, most = pilot.steps_per_worker
         bench("pilot_wall_time", pilot.wall_s, "s", steps, workers=args.pilot_workers,
-              workers_used=pilot.workers_used, pilot_jobs=pilot.pilot_jobs, steps_per_worker=f"{fewest}-{most}",
+              workers_used=pilot.workers_used, pilot_jobs=pilot.jobs, steps_per_worker=f"{fewest}-{most}",
               steps_span_s=f"{pilot.steps_span_s:.3f}", load1=f"{load1:.2f}")
         bench("first_pilot_step_s", pilot.first_step_s, "s", 1)
         load1 = os.getloadavg()[0]
-        sbatch_s, calls, largest = run_sbatch(host, steps, work)
-        bench("sbatch_wall_time", sbatch_s, "s", steps, load1=f"{load1:.2f}")
-        bench("pilot_vs_sbatch_speedup", sbatch_s / pilot.wall_s, "x", steps, anchor=f"{sbatch_s:.3f}",
-              ratio=f"{sbatch_s / pilot.wall_s:.3f}")
-        bench("squeue_calls", calls, "calls", steps, max_jobs_per_call=largest,
-              calls_per_minute=f"{calls / (sbatch_s / 60):.1f}")
+        jobs = run_through_scheduler(jobs_host, work / "hosts.toml", steps, work)
+        bench("sbatch_wall_time", jobs.wall_s, "s", steps, jobs=jobs.jobs, first_step_s=f"{jobs.first_step_s:.3f}",
+              steps_span_s=f"{jobs.steps_span_s:.3f}", load1=f"{load1:.2f}")
+        bench("pilot_vs_sbatch_speedup", jobs.wall_s / pilot.wall_s, "x", steps, anchor=f"{jobs.wall_s:.3f}",
+              ratio=f"{jobs.wall_s / pilot.wall_s:.3f}")
+        if not args.no_bare:
+            load1 = os.getloadavg()[0]
+            bare_s, calls, largest = run_bare_sbatch(host, steps, work)
+            bench("bare_sbatch_wall_time", bare_s, "s", steps, load1=f"{load1:.2f}")
+            bench("pilot_vs_bare_sbatch_speedup", bare_s / pilot.wall_s, "x", steps, anchor=f"{bare_s:.3f}",
+                  ratio=f"{bare_s / pilot.wall_s:.3f}")
+            bench("squeue_calls", calls, "calls", steps, max_jobs_per_call=largest,
+                  calls_per_minute=f"{calls / (bare_s / 60):.1f}")
     finally:
         if args.keep:
             print(f"note: kept {work}", file=sys.stderr)

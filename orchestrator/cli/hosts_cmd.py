@@ -107,6 +107,9 @@ def _show(args: argparse.Namespace) -> int:
                       f"{q.gpus} {q.gpu_type or ''}".strip(), format_hms(q.walltime_s) if q.walltime_s else "-",
                       q.max_nodes, q.gpu_request or "(default)") for q in host.queues.values()])
         p = host.pilot
+        if not p.enabled:
+            print_table("pilot workers", ["pilots"], [("off: every step runs as its own batch job",)])
+            return 0
         print_table("pilot workers", ["queue", "cores", "memory", "walltime", "processes", "GPUs", "pilots"],
                     [(p.queue, p.cores, format_memory_mb(p.memory_mb), format_hms(p.walltime_s), p.processes,
                       p.gpus, f"{p.min_pilots}..{p.max_pilots or host.max_jobs or 1}")])

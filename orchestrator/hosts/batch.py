@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from orchestrator.hosts.config import HostConfig
 from orchestrator.hosts.errors import JobSubmitError
+from orchestrator.hosts.job_slots import JobSlots
 from orchestrator.hosts.jobscript import SCRIPT_NAME, render_job_script
 from orchestrator.hosts.queues import backend_for
 from orchestrator.hosts.queues.base import JobRequest, JobState, JobStatus
@@ -62,6 +63,8 @@ class BatchQueue:
         self.backend = backend_for(host)
         self.runner = runner or runner_for(host)
         self.poller = poller or QueuePoller(self.backend, self.runner, settings=settings)
+        #: the host's ``max_jobs``, shared with its pilots (see :class:`JobSlots`)
+        self.slots = JobSlots(host.max_jobs)
 
     def start(self) -> BatchQueue:
         self.poller.start()

@@ -69,6 +69,9 @@ class PilotConfig:
     """Pilot workers (dask-jobqueue jobs): the size of one pilot and how many may run."""
 
     queue: str | None = None
+    #: False: no pilots on this host, every step runs as its own batch job (sites whose compute
+    #: nodes cannot reach the scheduler's port, or that forbid long-lived jobs)
+    enabled: bool = True
     cores: int = 1
     memory_mb: int = 2048
     walltime_s: int = 3600

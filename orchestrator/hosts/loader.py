@@ -59,7 +59,7 @@ _KEYS_BY_KIND = {
 }
 _QUEUE_KEYS = {"cores", "memory", "gpus", "gpu_type", "walltime", "max_nodes", "gpu_request",
                "memory_request", "parallel_env", "extra_directives", "max_jobs"}
-_PILOT_KEYS = {"queue", "cores", "memory", "walltime", "processes", "gpus", "min_pilots", "max_pilots",
+_PILOT_KEYS = {"enabled", "queue", "cores", "memory", "walltime", "processes", "gpus", "min_pilots", "max_pilots",
                "interface", "extra_directives", "local_directory", "python"}
 _SSH_KEYS = {"host", "port", "user", "key", "known_hosts"}
 
@@ -107,6 +107,7 @@ def _read_pilot(table: _Table | None, queues: Mapping[str, QueueConfig], default
         return PilotConfig(queue=default_queue)
     pilot = PilotConfig(
         queue=table.take("queue", None, check=_queue_name),
+        enabled=table.take("enabled", True, check=_bool),
         cores=table.take("cores", 1, check=_int(1)),
         memory_mb=table.take("memory", 2048, check=_memory),
         walltime_s=table.take("walltime", 3600, check=_walltime),

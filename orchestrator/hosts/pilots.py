@@ -30,6 +30,10 @@ from orchestrator.hosts.units import format_hms, format_memory_mb
 _CLUSTER_CLASSES = {HostKind.SLURM: "SLURMCluster", HostKind.SGE: "SGECluster", HostKind.PBS: "PBSCluster"}
 LIFETIME_MARGIN_S = 300
 PRELOAD_MODULE = "orchestrator.scheduler.worker_task"
+# The pilot's worker processes are forked from the process that starts them, which has
+# already imported dask and the step runner (the preload), instead of spawned fresh: with
+# spawn, 8 workers each importing both took 6 s of an 8-core pilot's start on 2 real cores.
+FORK_WORKERS = "export DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD=fork"
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ def pilot_spec(host: HostConfig, *, log_directory: str | None = None, python: st
         "processes": pilot.processes,
         "memory": format_memory_mb(pilot.memory_mb),
         "walltime": format_hms(pilot.walltime_s),
-        "job_script_prologue": list(host.env_setup),
+        "job_script_prologue": [*host.env_setup, FORK_WORKERS],
         "worker_extra_args": worker_args,
         "job_name": f"orch-pilot-{host.name}",
         "python": python or pilot.python or sys.executable,

@@ -24,14 +24,14 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.hosts.batch import BatchQueue, accounting_fields
 from orchestrator.hosts.gpus import allocated_gpus
-from orchestrator.hosts.queues.base import JobRequest, JobState
-from orchestrator.protocol.steps import Resources
 from orchestrator.scheduler.worker_task import StepFailed, StepPayload, log_tail, run_step_task
 from orchestrator.store import ProjectStore, StepState
+
+if TYPE_CHECKING:  # the waiting half's; the job itself (``main``) does without them
+    from orchestrator.hosts.batch import BatchQueue
 
 PAYLOAD_FILE = "payload.json"
 JOB_OUTPUT = "job.out"
@@ -65,6 +65,19 @@ def run_batch_step(host_name: str, payload: StepPayload, resources: dict[str, An
     """Submit the step as its own job, wait until the queue settles it, record the outcome."""
     with _queues_lock:
         queue, store, python = _queues[host_name]
+    with queue.slots.batch_job():  # the host's max_jobs: wait here, unsubmitted, while it is full
+        return _submit_and_settle(queue, store, python, payload, resources)
+
+
+def _submit_and_settle(queue: BatchQueue, store: ProjectStore, python: str, payload: StepPayload,
+                       resources: dict[str, Any]) -> dict[str, Any] | None:
+    # Here, not at the top: every batch job imports this module to run ``main``, and the
+    # queue machinery (job script templates, every backend) would add 0.2 s to each of them.
+    from orchestrator.hosts.batch import accounting_fields
+    from orchestrator.hosts.queues.base import JobRequest, JobState
+    from orchestrator.protocol.steps import Resources
+
+    host_name = queue.host.name
     if store.steps.get(payload.step_id).step_state is not StepState.QUEUED:
         return {"skipped": True}  # cancelled before its job was submitted
     host = queue.host

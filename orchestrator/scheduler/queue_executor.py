@@ -70,7 +70,8 @@ class QueueExecutor(HostExecutor):
         self._scaled_to = 0
         # Reached through its login node: pilots would need the queue's commands and a dask
         # scheduler on the login node, so every step runs as a batch job submitted over SSH.
-        self.pilots = host.ssh is None
+        # The same when the hosts file turns pilots off.
+        self.pilots = host.ssh is None and pilot.enabled
         self.cluster: Any = None
         self.client: Any = None
         try:
@@ -171,6 +172,7 @@ class QueueExecutor(HostExecutor):
         if jobs != self._scaled_to:
             log.info("host %s: %d pilot job(s)", self.name, jobs)
         self._scaled_to = jobs
+        self.batch.slots.set_pilots(jobs)
         self.cluster.scale(jobs=jobs)
 
     # ------------------------------------------------------------------ cancel and close

@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from orchestrator.objects.columns import Columns, ColumnSpec, ItemSchema
 
@@ -28,8 +27,12 @@ class StringDictionary:
         """Codes for ``values`` and the (code, value) pairs that are new to the dictionary.
 
         pandas.factorize hashes the strings once (a million paths in ~0.1 s), where
-        ``np.unique`` would first convert and sort them.
+        ``np.unique`` would first convert and sort them. Imported here, not at the top: the
+        store is opened by every scheduler, pilot worker and batch job, most of which never
+        write a string column, and pandas costs them 0.35 s to import.
         """
+        import pandas as pd
+
         local_codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=False)
         added: list[tuple[int, str]] = []
         mapping = np.empty(len(uniques), dtype=np.int32)

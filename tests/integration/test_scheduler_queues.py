@@ -28,7 +28,7 @@ from orchestrator.store import RunState, StepRecord, StepState
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 HOSTS_FILE = REPO / "hosts" / "ci-test.toml"
-SERVICE = {"ci-slurm": "slurm", "ci-sge": "sge"}
+SERVICE = {"ci-slurm": "slurm", "ci-slurm-jobs": "slurm", "ci-sge": "sge"}
 
 
 @pytest.fixture
@@ -133,6 +133,31 @@ def test_two_gpu_step_runs_as_its_own_job_with_both_gpus(project: Project, monke
     assert step.accounting["exit_code"] == 0 and step.accounting["nodes"]
     if require_service("slurm").get("ORCH_TEST_SLURM_ACCOUNTING") == "1":
         assert step.accounting["source"] == "accounting" and step.accounting["elapsed_s"] is not None
+
+
+def most_at_once(steps: list[StepRecord]) -> int:
+    """The most steps whose [started_at, finished_at] overlap at one moment."""
+    edges = sorted([(s.started_at, 1) for s in steps] + [(s.finished_at, -1) for s in steps],
+                   key=lambda edge: (edge[0], edge[1]))  # an end before a start at the same instant
+    running = peak = 0
+    for _, change in edges:
+        running += change
+        peak = max(peak, running)
+    return peak
+
+
+def test_host_without_pilots_runs_each_step_as_a_job_within_max_jobs(
+        project: Project, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    use_host("ci-slurm-jobs", monkeypatch)
+    run_id = submit(project, "testkit.sleep", "ci-slurm-jobs", count=6, seconds=1.5)
+    request.getfixturevalue("daemon")
+    steps = finish(project, run_id)
+    job_ids = [s.job_id for s in steps]
+    assert all(job_ids) and len(set(job_ids)) == 6  # one job each, no pilot
+    assert all(s.result["job"] == s.job_id and s.accounting["state"] == "done" for s in steps)
+    assert not squeue("-n", "orch-pilot-ci-slurm-jobs", "-o", "%i")
+    # 6 one-core steps fit the node's 8 CPUs at once; the host's max_jobs = 2 holds them to 2.
+    assert most_at_once(steps) == 2
 
 
 def test_pilot_killed_mid_step_retries_the_step(project: Project, monkeypatch: pytest.MonkeyPatch,

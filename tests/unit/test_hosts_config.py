@@ -67,6 +67,12 @@ def test_valid_file_becomes_records(tmp_path: Path) -> None:
     assert host.source == tmp_path / "hosts.toml"
 
 
+def test_pilots_are_on_unless_the_file_turns_them_off(tmp_path: Path) -> None:
+    assert load_hosts_file(write(tmp_path, SLURM_HOST))["cluster"].pilot.enabled
+    off = SLURM_HOST.replace("[hosts.cluster.pilot]\n", "[hosts.cluster.pilot]\nenabled = false\n")
+    assert not load_hosts_file(write(tmp_path, off))["cluster"].pilot.enabled
+
+
 def test_unknown_key_names_file_host_and_key_with_a_suggestion(tmp_path: Path) -> None:
     message = error_of(tmp_path, SLURM_HOST.replace("max_jobs = 10", "max_job = 10"))
     assert str(tmp_path / "hosts.toml") in message
@@ -108,6 +114,8 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
      "key 'default_queue': names no queue of this host (q)"),
     ('[hosts.a]\nkind = "slurm"\n[hosts.a.queues.q]\ncores = 4\n[hosts.a.pilot]\ncores = 8\n',
      "key 'pilot.cores': 8 is more than queue 'q' has per node (4)"),
+    ('[hosts.a]\nkind = "slurm"\n[hosts.a.queues.q]\n[hosts.a.pilot]\nenabled = "no"\n',
+     "key 'pilot.enabled': must be true or false"),
     ('[hosts.a]\nkind = "slurm"\nextra_directives = ["--a\\n--b"]\n[hosts.a.queues.q]\n',
      "key 'extra_directives': must be one line"),
     ('[hosts."bad name"]\nkind = "local"\n', "host 'bad name': invalid host name"),

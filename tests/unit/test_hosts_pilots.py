@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.hosts.errors import HostError
 from orchestrator.hosts.loader import parse_hosts
-from orchestrator.hosts.pilots import pilot_spec, pilots_needed
+from orchestrator.hosts.pilots import FORK_WORKERS, pilot_spec, pilots_needed
 
 HOSTS = """
 [hosts.slurm]
@@ -71,7 +71,8 @@ def test_slurm_pilot(hosts) -> None:  # type: ignore[no-untyped-def]
     assert (kw["queue"], kw["cores"], kw["processes"], kw["memory"], kw["walltime"]) == ("gpu", 8, 2, "32G",
                                                                                           "04:00:00")
     assert kw["job_extra_directives"] == ["--account=em", "--gres=gpu:a100:2"]
-    assert kw["job_script_prologue"] == ["module load relion"] and kw["interface"] == "ib0"
+    # the site's set-up first, then workers forked from the started, pre-imported process
+    assert kw["job_script_prologue"] == ["module load relion", FORK_WORKERS] and kw["interface"] == "ib0"
     assert kw["worker_extra_args"][:2] == ["--resources", "cpus=4,gpus=1"]
     assert spec.worker_resources == {"cpus": 4.0, "gpus": 1.0}
     assert "--lifetime" in kw["worker_extra_args"] and kw["python"] == sys.executable
