@@ -28,8 +28,6 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-from scipy.ndimage import uniform_filter
-from scipy.optimize import minimize
 
 from . import xp as xpmod
 from .ctf import CtfParams, ctf_2d, ctf_2d_stack, electron_wavelength_a
@@ -103,6 +101,8 @@ def subtract_background(amplitude: np.ndarray, min_radius_px: float, box_px: int
     a = amplitude.astype(np.float64).copy()
     ring = (r >= min_radius_px) & (r < min_radius_px + 2.0)
     a[r < min_radius_px] = a[ring].mean()
+    from scipy.ndimage import uniform_filter  # here: see emtools/kernels/__init__.py
+
     return (a - uniform_filter(a, size=box_px, mode="wrap")).astype(np.float32)
 
 
@@ -206,6 +206,8 @@ def estimate_ctf(
         u, v, ang = _to_u_v_angle(*(1000.0 * p))
         model = ctf_2d(optics.with_defocus(u, v, ang), (n, n))[band].astype(np.float64) ** 2
         return -float(_ncc(model, data))
+
+    from scipy.optimize import minimize  # here: see emtools/kernels/__init__.py
 
     # simplex steps of 100 Å: about a tenth of a ring at the outer band for 10,000 Å
     simplex = start + np.vstack([np.zeros(3), 0.1 * np.eye(3)])

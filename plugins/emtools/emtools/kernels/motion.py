@@ -26,7 +26,6 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-from scipy.signal import savgol_filter
 
 from . import xp as xpmod
 from .micrograph_fourier import crop_rfft2, exposure_filter, frequency_grid, shift_rfft2
@@ -60,6 +59,8 @@ def smooth_trajectory(shifts: np.ndarray, window: int = 7, polyorder: int = 2) -
     w = min(window, n if n % 2 else n - 1)
     if w <= polyorder:
         return shifts.copy()
+    from scipy.signal import savgol_filter  # here: see emtools/kernels/__init__.py
+
     return savgol_filter(shifts, w, polyorder, axis=0, mode="interp")
 
 

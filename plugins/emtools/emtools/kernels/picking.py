@@ -23,7 +23,6 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-from scipy.ndimage import maximum_filter
 
 from . import xp as xpmod
 from .ctf import CtfParams, ctf_2d
@@ -69,6 +68,8 @@ def find_peaks(
     all peaks above ``min_score`` (e.g. 20 keeps the best 80 %).
     """
     d = max(1, int(np.ceil(min_distance_px)))
+    from scipy.ndimage import maximum_filter  # here: see emtools/kernels/__init__.py
+
     local_max = score_map == maximum_filter(score_map, size=2 * d + 1, mode="constant", cval=-np.inf)
     ny, nx = score_map.shape
     e = int(np.ceil(edge_px))

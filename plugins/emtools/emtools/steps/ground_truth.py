@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from emtools.steps.common import read_json
 from emtools.steps.simulate import TRUTH_MOVIES, TRUTH_STAR
@@ -76,6 +75,8 @@ def pick_scores(simulate_dir: Path, store: ProjectStore, coordinates_set: int, m
     true_xy = np.stack([rows["rlnCoordinateX"], rows["rlnCoordinateY"]], axis=1)
     mics = store.get_set(micrographs_set).to_numpy(["id", "path"])
     picks = store.get_set(coordinates_set).to_numpy(["x", "y", "micrograph_id"])
+    from scipy.optimize import linear_sum_assignment  # here: see emtools/kernels/__init__.py
+
     matched = 0
     for mic_id, path in zip(mics["id"], mics["path"], strict=True):
         truth = true_xy[true_mic == f"{_stem(str(path))}.mrc"]
