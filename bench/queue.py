@@ -33,6 +33,9 @@ Figures:
 - ``sbatch_wall_time`` (path 2, measured like path 1) and ``pilot_vs_sbatch_speedup``
   (sbatch time / pilot time, the issue's target >= 10x at 1,000 steps);
 - ``bare_sbatch_wall_time`` and ``pilot_vs_bare_sbatch_speedup`` (path 3);
+- every wall time comes with ``cpu_s``, the CPU seconds the whole machine spent meanwhile
+  (the test node's 8 CPUs are 2 real cores here: a path that needs CPU per step is held
+  back by them more than one that sleeps);
 - ``squeue_calls`` during path 3, with the most jobs one poll covered (one squeue per
   interval whatever the number of jobs).
 
@@ -66,6 +69,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(REPO / "tests"))
 
+import psutil  # noqa: E402
 from infra.services import ServiceUnavailable, service_env, start_service  # noqa: E402
 
 from orchestrator.hosts.batch import BatchQueue  # noqa: E402
@@ -181,6 +185,12 @@ def cancel_left_pilots(host: HostConfig, wait_s: float = 30) -> None:
         subprocess.run(["scancel", *jobs], check=False, timeout=30)
 
 
+def machine_cpu_s() -> float:
+    """CPU seconds this machine has spent so far, all processes (the paths' cost in CPU)."""
+    times = psutil.cpu_times()
+    return times.user + times.nice + times.system + getattr(times, "irq", 0.0) + getattr(times, "softirq", 0.0)
+
+
 def log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
@@ -200,6 +210,7 @@ class RunResult:
     workers_used: int
     jobs: int  # the batch jobs the steps ran in (pilots, or one per step)
     steps_per_worker: tuple[int, int]  # fewest, most
+    cpu_s: float  # CPU seconds of the whole machine from queueing to the end
 
 
 def run_through_scheduler(host: HostConfig, hosts_file: Path, steps: int, work: Path) -> RunResult:
@@ -209,6 +220,7 @@ def run_through_scheduler(host: HostConfig, hosts_file: Path, steps: int, work: 
     log_path = project.path / "daemon-bench.log"
     registry = discover()
     with project.open_store() as store:
+        cpu_at_start = machine_cpu_s()
         queued_at = datetime.now(UTC)
         run = planner.create_run(store, project, registry, "testkit.sleep",
                                  {"count": str(steps), "seconds": str(STEP_S)}, host=host.name)
@@ -221,6 +233,7 @@ def run_through_scheduler(host: HostConfig, hosts_file: Path, steps: int, work: 
                 raise SystemExit(f"run {final.name} on {host.name} is {final.state} ({final.error}); daemon log:\n"
                                  f"{log_tail(log_path)}")
             records = store.steps.list(run.id)
+            cpu_s = machine_cpu_s() - cpu_at_start
         finished = True
     finally:
         stop_daemon(daemon, idle_wait_s=30 if finished else 0)
@@ -235,16 +248,18 @@ def run_through_scheduler(host: HostConfig, hosts_file: Path, steps: int, work: 
         workers_used=len(per_worker),
         jobs=len({(s.result or {}).get("job") for s in records}),
         steps_per_worker=(min(per_worker.values()), max(per_worker.values())),
+        cpu_s=cpu_s,
     )
 
 
 # ---------------------------------------------------------------------------- bare jobs, one per step
 
-def run_bare_sbatch(host, steps: int, work: Path) -> tuple[float, int, int]:  # type: ignore[no-untyped-def]
+def run_bare_sbatch(host, steps: int, work: Path) -> tuple[float, int, int, float]:  # type: ignore[no-untyped-def]
     command = [sys.executable, "-c", f"import time; time.sleep({STEP_S})"]
     settings = PollSettings(fast_s=0.5, max_s=5, accounting_grace_s=2)
     largest_poll = 0
     with BatchQueue(host, settings=settings) as queue:
+        cpu_at_start = machine_cpu_s()
         t0 = time.perf_counter()
         jobs = [queue.submit(JobRequest(f"step{i}", command, str(work / "jobs" / f"s{i:05d}"), Resources()))
                 for i in range(steps)]
@@ -259,8 +274,9 @@ def run_bare_sbatch(host, steps: int, work: Path) -> tuple[float, int, int]:  # 
                     open_jobs.discard(job_id)
             time.sleep(0.1)
         elapsed = time.perf_counter() - t0
+        cpu_s = machine_cpu_s() - cpu_at_start
         calls = queue.poller.stats.status_queries
-    return elapsed, calls, largest_poll
+    return elapsed, calls, largest_poll, cpu_s
 
 
 def main() -> int:
@@ -286,18 +302,18 @@ def main() -> int:
         fewest, most = pilot.steps_per_worker
         bench("pilot_wall_time", pilot.wall_s, "s", steps, workers=args.pilot_workers,
               workers_used=pilot.workers_used, pilot_jobs=pilot.jobs, steps_per_worker=f"{fewest}-{most}",
-              steps_span_s=f"{pilot.steps_span_s:.3f}", load1=f"{load1:.2f}")
+              steps_span_s=f"{pilot.steps_span_s:.3f}", cpu_s=f"{pilot.cpu_s:.1f}", load1=f"{load1:.2f}")
         bench("first_pilot_step_s", pilot.first_step_s, "s", 1)
         load1 = os.getloadavg()[0]
         jobs = run_through_scheduler(jobs_host, work / "hosts.toml", steps, work)
         bench("sbatch_wall_time", jobs.wall_s, "s", steps, jobs=jobs.jobs, first_step_s=f"{jobs.first_step_s:.3f}",
-              steps_span_s=f"{jobs.steps_span_s:.3f}", load1=f"{load1:.2f}")
+              steps_span_s=f"{jobs.steps_span_s:.3f}", cpu_s=f"{jobs.cpu_s:.1f}", load1=f"{load1:.2f}")
         bench("pilot_vs_sbatch_speedup", jobs.wall_s / pilot.wall_s, "x", steps, anchor=f"{jobs.wall_s:.3f}",
               ratio=f"{jobs.wall_s / pilot.wall_s:.3f}")
         if not args.no_bare:
             load1 = os.getloadavg()[0]
-            bare_s, calls, largest = run_bare_sbatch(host, steps, work)
-            bench("bare_sbatch_wall_time", bare_s, "s", steps, load1=f"{load1:.2f}")
+            bare_s, calls, largest, bare_cpu_s = run_bare_sbatch(host, steps, work)
+            bench("bare_sbatch_wall_time", bare_s, "s", steps, cpu_s=f"{bare_cpu_s:.1f}", load1=f"{load1:.2f}")
             bench("pilot_vs_bare_sbatch_speedup", bare_s / pilot.wall_s, "x", steps, anchor=f"{bare_s:.3f}",
                   ratio=f"{bare_s / pilot.wall_s:.3f}")
             bench("squeue_calls", calls, "calls", steps, max_jobs_per_call=largest,

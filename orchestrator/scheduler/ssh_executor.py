@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,9 +96,10 @@ def finish_remote_step(staging_key: str, store_url: str, payload: StepPayload, s
         raise RuntimeError(f"no open store {store_url} in this process")
     staged = staging.stage_out_task(staging_key, payload.run_id, step, Path(local_run_dir), outcome,
                                     step_id=payload.step_id)
-    common = {"worker": outcome.worker, "pid": outcome.pid, "host": payload.host, "started_at": outcome.started_at,
-              "finished_at": datetime.now(UTC), "duration_s": outcome.duration_s,
-              "peak_memory_mb": outcome.peak_memory_mb, "attempt": payload.attempt}
+    common: dict[str, Any] = {
+        "worker": outcome.worker, "pid": outcome.pid, "host": payload.host, "started_at": outcome.started_at,
+        "finished_at": datetime.now(UTC), "duration_s": outcome.duration_s,
+        "peak_memory_mb": outcome.peak_memory_mb, "attempt": payload.attempt}
     # The host's RUNNING announcement may not have been written yet (the executor writes it on
     # its next tick): write it now from the outcome, so the history reads queued, running, end.
     store.steps.transition(payload.step_id, StepState.RUNNING, expected=(StepState.QUEUED,), worker=outcome.worker,
@@ -209,9 +211,9 @@ class SSHExecutor(HostExecutor):
                 started_at=datetime.fromisoformat(msg["started_at"]))
 
     # ------------------------------------------------------------------ cancel and close
-    def cancel(self, futures: list[Future], steps: list[StepRecord]) -> None:
+    def cancel(self, futures: list[Future], steps: Iterable[StepRecord]) -> None:
         keys = {str(f.key) for f in futures}
-        related = [Future(f"{k}-run", self.client) for k in keys]
+        related: list[Future] = [Future(f"{k}-run", self.client) for k in keys]
         self.client.cancel([*futures, *related])
         for step in steps:
             if step.pid and step.worker:

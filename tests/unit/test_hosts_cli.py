@@ -42,6 +42,14 @@ def test_hosts_list_and_show(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and "module load relion/3.1.3-cuda11" in out
 
 
+def test_show_says_when_pilots_are_off(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCH_HOSTS", str(REPO / "hosts" / "ci-test.toml"))
+    code, out, _ = run(capsys, "hosts", "show", "ci-slurm-jobs")
+    assert code == 0 and "off: every step runs as its own batch job" in out
+    code, out, _ = run(capsys, "hosts", "show", "ci-slurm-jobs", "--json")
+    assert code == 0 and json.loads(out)["pilot"]["enabled"] is False
+
+
 def test_errors_are_messages_with_exit_codes(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     code, _, err = run(capsys, "hosts", "show", "nope")
