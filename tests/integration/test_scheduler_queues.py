@@ -149,15 +149,16 @@ def most_at_once(steps: list[StepRecord]) -> int:
 def test_host_without_pilots_runs_each_step_as_a_job_within_max_jobs(
         project: Project, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     use_host("ci-slurm-jobs", monkeypatch)
-    run_id = submit(project, "testkit.sleep", "ci-slurm-jobs", count=6, seconds=1.5)
+    run_id = submit(project, "testkit.sleep", "ci-slurm-jobs", count=6, seconds=3)
     request.getfixturevalue("daemon")
     steps = finish(project, run_id)
     job_ids = [s.job_id for s in steps]
     assert all(job_ids) and len(set(job_ids)) == 6  # one job each, no pilot
     assert all(s.result["job"] == s.job_id and s.accounting["state"] == "done" for s in steps)
     assert not squeue("-n", "orch-pilot-ci-slurm-jobs", "-o", "%i")
-    # 6 one-core steps fit the node's 8 CPUs at once; the host's max_jobs = 2 holds them to 2.
-    assert most_at_once(steps) == 2
+    # 6 one-core steps fit the node's 8 CPUs at once; the host's max_jobs = 2 holds them to 2
+    # (not "exactly 2": on a loaded machine one job may start after the other has ended).
+    assert 1 <= most_at_once(steps) <= 2
 
 
 def test_pilot_killed_mid_step_retries_the_step(project: Project, monkeypatch: pytest.MonkeyPatch,
