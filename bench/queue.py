@@ -17,7 +17,7 @@ if it is not running). Every path runs N steps of 0.1 s, in the same invocation:
 2. **sbatch**, the same run the Scipion / cryoSPARC way: host ``ci-slurm-bench-jobs``, the same
    cluster with ``[pilot] enabled = false`` and no ``max_jobs`` (SLURM alone decides how many
    run at once, as for the bare jobs below), so the same scheduler sends every step as its own
-   batch job (``python -m orchestrator.scheduler.batch_step``: the step runner starts in the
+   batch job (``python -m orchestrator.worker.batch_job``: the step runner starts in the
    job, runs the step and records it in the project store);
 3. **bare sbatch** (the floor of any job-per-step design): every step its own batch job that
    only sleeps (``BatchQueue.submit`` of ``python -c "import time; time.sleep(0.1)"``, nothing
@@ -72,10 +72,10 @@ sys.path.insert(0, str(REPO / "tests"))
 import psutil  # noqa: E402
 from infra.services import ServiceUnavailable, service_env, start_service  # noqa: E402
 
-from orchestrator.hosts.batch import BatchQueue  # noqa: E402
-from orchestrator.hosts.config import HostConfig  # noqa: E402
-from orchestrator.hosts.loader import load_hosts_file  # noqa: E402
+from orchestrator.hosts.config.loader import load_hosts_file  # noqa: E402
+from orchestrator.hosts.config.model import HostConfig  # noqa: E402
 from orchestrator.hosts.queues.base import JobRequest, JobState  # noqa: E402
+from orchestrator.hosts.queues.jobs import BatchQueue  # noqa: E402
 from orchestrator.hosts.queues.poller import PollSettings  # noqa: E402
 from orchestrator.plugins import discover  # noqa: E402
 from orchestrator.project import Project  # noqa: E402

@@ -42,8 +42,8 @@ from anchor import run_anchor
 from orchestrator.plugins import discover
 from orchestrator.project import Project
 from orchestrator.scheduler import planner
-from orchestrator.scheduler.cluster import LocalHostSpec, start_local_cluster
 from orchestrator.scheduler.engine import Scheduler, SchedulerConfig
+from orchestrator.scheduler.executors.local import LocalHostSpec, start_local_cluster
 from orchestrator.store import RunState
 
 

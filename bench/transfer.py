@@ -40,7 +40,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from infra.services import parse_exports  # noqa: E402
 
-from orchestrator.hosts.ssh import SSHTarget  # noqa: E402
+from orchestrator.hosts.ssh.client import SSHTarget  # noqa: E402
 from orchestrator.store import ProjectStore  # noqa: E402
 from orchestrator.transfer.stager import Stager  # noqa: E402
 

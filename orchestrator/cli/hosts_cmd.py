@@ -7,9 +7,9 @@ from typing import Any
 
 from orchestrator.cli.output import add_json_flag, console, print_json, print_table
 from orchestrator.hosts.check import check_host
-from orchestrator.hosts.config import HostConfig, HostRegistry
-from orchestrator.hosts.loader import load_hosts
-from orchestrator.hosts.units import format_hms, format_memory_mb
+from orchestrator.hosts.config.loader import load_hosts
+from orchestrator.hosts.config.model import HostConfig, HostRegistry
+from orchestrator.hosts.config.units import format_hms, format_memory_mb
 
 EPILOG = """where hosts come from (later wins, by host name):
   ~/.config/orchestrator/hosts.toml, the project's hosts.toml (--project), then ORCH_HOSTS

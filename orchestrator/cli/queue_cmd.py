@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from orchestrator.cli.output import add_json_flag, console, err_console, print_json, print_table
-from orchestrator.hosts.loader import load_hosts
-from orchestrator.hosts.queue_view import queue_rows
-from orchestrator.hosts.units import format_hms
+from orchestrator.hosts.config.loader import load_hosts
+from orchestrator.hosts.config.units import format_hms
+from orchestrator.hosts.queues.view import queue_rows
 from orchestrator.project import Project
 
 EPILOG = """examples:

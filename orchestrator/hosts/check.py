@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from orchestrator.hosts.config import HostConfig, HostKind
+from orchestrator.hosts.config.model import HostConfig, HostKind
 from orchestrator.hosts.errors import QueueCommandError
 from orchestrator.hosts.queues import backend_for
 from orchestrator.hosts.runner import CommandRunner, runner_for

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from orchestrator.hosts.config import HostConfig, SshConfig
+from orchestrator.hosts.config.model import HostConfig, SshConfig
 from orchestrator.hosts.errors import QueueCommandError
 
 DEFAULT_TIMEOUT_S = 30.0

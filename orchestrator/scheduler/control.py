@@ -15,8 +15,8 @@ from orchestrator.plugins import PluginRegistry, discover
 from orchestrator.project import Project
 from orchestrator.scheduler import planner
 from orchestrator.scheduler.daemon import ensure_daemon
-from orchestrator.scheduler.process_tree import is_alive, kill_tree
 from orchestrator.store import ProjectStore, RunRecord, RunState, StepState, StepTransition
+from orchestrator.worker.processes import is_alive, kill_tree
 
 
 def cancel_run(store: ProjectStore, run_ref: int | str, local_host: str = "local") -> list[int]:

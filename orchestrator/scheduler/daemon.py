@@ -23,8 +23,8 @@ from typing import IO
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.project import Project
-from orchestrator.scheduler.cluster import LocalHostSpec, start_local_cluster
 from orchestrator.scheduler.engine import Scheduler, SchedulerConfig
+from orchestrator.scheduler.executors.local import LocalHostSpec, start_local_cluster
 from orchestrator.scheduler.reconcile import reconcile_after_crash
 from orchestrator.store import ProjectStore, RunState
 

@@ -30,9 +30,10 @@ from orchestrator.plugins import PluginRegistry, discover
 from orchestrator.project import Project
 from orchestrator.protocol import Protocol, ResolvedParams, Step, StepGraph
 from orchestrator.scheduler import planner
-from orchestrator.scheduler.executors import HostExecutor, HostExecutors, HostUnusable, LocalExecutor
-from orchestrator.scheduler.worker_task import StepFailed, StepPayload
+from orchestrator.scheduler.executors import HostExecutor, HostExecutors, HostUnusable
+from orchestrator.scheduler.executors.local import LocalExecutor
 from orchestrator.store import ProjectStore, RunRecord, RunState, StepState, StepTransition
+from orchestrator.worker.runtime import StepFailed, StepPayload
 
 log = logging.getLogger("orchestrator.scheduler")
 

@@ -38,7 +38,7 @@ def create_run(store: ProjectStore, project: Project, registry: PluginRegistry, 
     protocol = registry.protocol(protocol_name)
     params = protocol.validate(raw_params, base_dir=project.path)
     if host != "local":
-        from orchestrator.hosts.loader import load_hosts
+        from orchestrator.hosts.config.loader import load_hosts
 
         load_hosts(project.path).get(host)  # an unknown host is refused now, not when the run starts
     links = []

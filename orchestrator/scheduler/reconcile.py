@@ -15,8 +15,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.scheduler.process_tree import is_alive, kill_tree
 from orchestrator.store import ProjectStore, RunState, StepState, StepTransition
+from orchestrator.worker.processes import is_alive, kill_tree
 
 log = logging.getLogger("orchestrator.scheduler")
 
@@ -49,7 +49,7 @@ def _in_dask_worker(worker: str | None) -> bool:
 
 def _cancel_jobs(host_name: str, job_ids: list[str], project_dir: Path | None) -> None:
     """End the batch jobs a dead scheduler left; a host that cannot be asked is only logged."""
-    from orchestrator.hosts.loader import load_hosts
+    from orchestrator.hosts.config.loader import load_hosts
     from orchestrator.hosts.queues import backend_for
     from orchestrator.hosts.runner import runner_for
 

@@ -3,7 +3,7 @@
 The host holds a copy of the project under its work dir, one folder per project
 (``<work_dir>/<project folder name>-<hash of its absolute path>``), with the same layout as
 here: the step's inputs go to the same relative places, so the paths in its arguments map by
-prefix (:class:`~orchestrator.scheduler.remote_task.PathMap`), and a file that several steps
+prefix (:class:`~orchestrator.worker.remote.PathMap`), and a file that several steps
 read is sent once. Inputs outside the project go under ``_abs/<their absolute path>``, as the
 :class:`~orchestrator.transfer.stager.Stager` places them.
 
@@ -23,21 +23,21 @@ import hashlib
 import logging
 import os
 import re
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from orchestrator.hosts.config import HostConfig
+from orchestrator.hosts.config.model import HostConfig
 from orchestrator.hosts.errors import HostError
-from orchestrator.hosts.ssh import SSHError, SSHTarget
+from orchestrator.hosts.ssh.client import SSHError, SSHTarget
 from orchestrator.protocol import Step
-from orchestrator.scheduler.remote_task import PathMap, RemoteOutcome
+from orchestrator.scheduler.executors import live
 from orchestrator.store.project_store import ProjectStore
 from orchestrator.transfer.errors import TransferError
 from orchestrator.transfer.plan import remote_path_for
 from orchestrator.transfer.report import StageReport
 from orchestrator.transfer.stager import Stager
+from orchestrator.worker.remote import PathMap, RemoteOutcome
 
 log = logging.getLogger(__name__)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -178,30 +178,17 @@ class HostStaging:
         return None
 
 
-_registered: dict[str, HostStaging] = {}
-_registered_lock = threading.Lock()
-
-
 def register(staging: HostStaging) -> str:
     """Make ``staging`` reachable from dask tasks in this process; return the key they name it by."""
-    key = f"{staging.host.name}@{staging.project_dir}"
-    with _registered_lock:
-        _registered[key] = staging
-    return key
+    return live.register("staging", f"{staging.host.name}@{staging.project_dir}", staging)
 
 
 def unregister(key: str) -> None:
-    with _registered_lock:
-        _registered.pop(key, None)
+    live.unregister("staging", key)
 
 
 def _lookup(key: str) -> HostStaging:
-    with _registered_lock:
-        staging = _registered.get(key)
-    if staging is None:
-        raise StagingSetupError(f"no staging registered as {key!r} in this process: staging tasks must run on a "
-                                f"worker inside the scheduler's process (pin them with workers=[...])")
-    return staging
+    return live.lookup("staging", key, HostStaging)
 
 
 def stage_in_task(key: str, run_id: int, step: Step, local_run_dir: Path, step_id: int | None = None) -> StageReport:

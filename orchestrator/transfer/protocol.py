@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from orchestrator.hosts.ssh import RemoteProcess
+from orchestrator.hosts.ssh.client import RemoteProcess
 from orchestrator.transfer.errors import (
     RemoteAgentError,
     SourceChangedError,

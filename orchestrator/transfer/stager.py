@@ -21,14 +21,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from orchestrator.errors import UsageError
-from orchestrator.hosts.ssh import SSHConnectError, SSHPool, SSHTarget
+from orchestrator.hosts.ssh.client import SSHConnectError, SSHPool, SSHTarget
+from orchestrator.hosts.ssh.openssh import OpenSSHProcess, ssh_binary
 from orchestrator.store.project_store import ProjectStore
 from orchestrator.store.transfer_tables import TransferDirection
 from orchestrator.transfer import protocol
 from orchestrator.transfer.errors import TransferError, TransferInterrupted, VerificationError
 from orchestrator.transfer.fingerprint import FileStat, sha256_file
 from orchestrator.transfer.ledger import Journal, Ledger, ensure_tables
-from orchestrator.transfer.openssh import OpenSSHProcess, ssh_binary
 from orchestrator.transfer.plan import (
     LARGE_FILE,
     Action,

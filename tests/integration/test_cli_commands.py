@@ -21,7 +21,7 @@ import pytest
 from orchestrator.cli import main
 from orchestrator.project import Project
 from orchestrator.scheduler.daemon import running_pid
-from orchestrator.scheduler.process_tree import is_alive
+from orchestrator.worker.processes import is_alive
 
 pytestmark = pytest.mark.integration
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from infra.services import require_service
 
-from orchestrator.hosts.batch import BatchQueue, accounting_fields
-from orchestrator.hosts.config import HostConfig
-from orchestrator.hosts.loader import load_hosts_file
-from orchestrator.hosts.pilots import start_pilot_cluster
+from orchestrator.hosts.config.loader import load_hosts_file
+from orchestrator.hosts.config.model import HostConfig
 from orchestrator.hosts.queues.base import JobRequest, JobState
+from orchestrator.hosts.queues.jobs import BatchQueue, accounting_fields
+from orchestrator.hosts.queues.pilots import start_pilot_cluster
 from orchestrator.hosts.queues.poller import PollSettings
 from orchestrator.protocol.steps import Resources
 

@@ -18,12 +18,12 @@ import pytest
 from infra.services import require_service
 
 from orchestrator.cli import main
-from orchestrator.hosts.batch import BatchQueue, DaskJobChannel, accounting_fields, wait_for_job
-from orchestrator.hosts.config import HostConfig
+from orchestrator.hosts.config.loader import load_hosts_file
+from orchestrator.hosts.config.model import HostConfig
 from orchestrator.hosts.errors import JobSubmitError, ResourceLimitError
-from orchestrator.hosts.loader import load_hosts_file
-from orchestrator.hosts.pilots import start_pilot_cluster
 from orchestrator.hosts.queues.base import JobRequest, JobState
+from orchestrator.hosts.queues.jobs import BatchQueue, DaskJobChannel, accounting_fields, wait_for_job
+from orchestrator.hosts.queues.pilots import start_pilot_cluster
 from orchestrator.hosts.queues.poller import PollSettings
 from orchestrator.hosts.runner import LocalRunner
 from orchestrator.project import Project

@@ -9,7 +9,7 @@ import pytest
 from infra.services import require_service
 
 from orchestrator.cli import main
-from orchestrator.hosts.loader import load_hosts_file
+from orchestrator.hosts.config.loader import load_hosts_file
 from orchestrator.hosts.runner import SshRunner
 
 pytestmark = pytest.mark.integration

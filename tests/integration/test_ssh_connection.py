@@ -14,7 +14,7 @@ import paramiko
 import pytest
 from infra.services import require_service
 
-from orchestrator.hosts.ssh import (
+from orchestrator.hosts.ssh.client import (
     HostKeyMismatchError,
     HostKeyUnknownError,
     RemoteCommandError,

@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 from infra.services import require_service
 
-from orchestrator.hosts.config import HostConfig, HostKind, SshConfig
+from orchestrator.hosts.config.model import HostConfig, HostKind, SshConfig
 from orchestrator.protocol import Step, StepContext
-from orchestrator.scheduler.remote_task import RemoteOutcome, run_remote_step
 from orchestrator.scheduler.staging import HostStaging, StagingSetupError, remote_project_name
-from orchestrator.scheduler.worker_task import StepPayload
 from orchestrator.store import ProjectStore
 from orchestrator.transfer.errors import TransferError
+from orchestrator.worker.remote import RemoteOutcome, run_remote_step
+from orchestrator.worker.runtime import StepPayload
 
 pytestmark = pytest.mark.integration
 

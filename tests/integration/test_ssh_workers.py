@@ -28,8 +28,8 @@ import pytest
 from distributed import Client, LocalCluster
 from infra.services import require_service
 
-from orchestrator.hosts.config import HostConfig, HostKind, SshConfig
-from orchestrator.hosts.ssh_workers import (
+from orchestrator.hosts.config.model import HostConfig, HostKind, SshConfig
+from orchestrator.hosts.ssh.workers import (
     RemoteModuleMissingError,
     RemotePythonError,
     SSHWorkerConnectError,
@@ -37,10 +37,10 @@ from orchestrator.hosts.ssh_workers import (
     start_ssh_workers,
 )
 from orchestrator.protocol import Step
-from orchestrator.scheduler.remote_task import RUNNING_TOPIC, RemoteOutcome, run_remote_step
 from orchestrator.scheduler.staging import HostStaging, register, stage_in_task, stage_out_task, unregister
-from orchestrator.scheduler.worker_task import StepPayload
 from orchestrator.store import ProjectStore
+from orchestrator.worker.remote import RUNNING_TOPIC, RemoteOutcome, run_remote_step
+from orchestrator.worker.runtime import StepPayload
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ from orchestrator.cli import main, output
 from orchestrator.cli.status_cmd import format_duration
 from orchestrator.project import Project
 from orchestrator.scheduler.daemon import SchedulerLock
-from orchestrator.scheduler.process_tree import is_alive
 from orchestrator.store import ProjectStore, RunState, StepState
+from orchestrator.worker.processes import is_alive
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 

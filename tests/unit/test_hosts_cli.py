@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.hosts.loader import load_hosts
-from orchestrator.hosts.queue_view import jobs_in_store
+from orchestrator.hosts.config.loader import load_hosts
+from orchestrator.hosts.queues.view import jobs_in_store
 from orchestrator.project import Project
 from orchestrator.store import StepState
 

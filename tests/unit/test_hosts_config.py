@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.hosts.config import HostKind
+from orchestrator.hosts.config.loader import load_hosts, load_hosts_file, parse_hosts
+from orchestrator.hosts.config.model import HostKind
+from orchestrator.hosts.config.units import format_slurm_time, parse_duration_s, parse_memory_mb, parse_walltime_s
 from orchestrator.hosts.errors import HostConfigError, UnknownHostError
-from orchestrator.hosts.loader import load_hosts, load_hosts_file, parse_hosts
-from orchestrator.hosts.units import format_slurm_time, parse_duration_s, parse_memory_mb, parse_walltime_s
 
 REPO = Path(__file__).resolve().parents[2]
 NOWHERE = Path("/nonexistent/hosts.toml")

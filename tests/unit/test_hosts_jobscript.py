@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.hosts.config import HostConfig, QueueConfig
+from orchestrator.hosts.config.loader import parse_hosts
+from orchestrator.hosts.config.model import HostConfig, QueueConfig
 from orchestrator.hosts.errors import JobScriptError, ResourceLimitError
-from orchestrator.hosts.jobscript import find_template, render_job_script, shjoin, shquote
-from orchestrator.hosts.loader import parse_hosts
 from orchestrator.hosts.queues import backend_for
 from orchestrator.hosts.queues.base import JobRequest, safe_job_name
+from orchestrator.hosts.queues.jobscript import find_template, render_job_script, shjoin, shquote
 from orchestrator.protocol.steps import Resources
 
 HOSTS = """

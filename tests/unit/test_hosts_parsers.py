@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.hosts.config import HostConfig, HostKind, QueueConfig
+from orchestrator.hosts.config.model import HostConfig, HostKind, QueueConfig
 from orchestrator.hosts.errors import AccountingUnavailable, JobSubmitError, QueueCommandError
 from orchestrator.hosts.queues import backend_for
 from orchestrator.hosts.queues.base import JobState

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.hosts.config.loader import parse_hosts
 from orchestrator.hosts.errors import HostError
-from orchestrator.hosts.loader import parse_hosts
-from orchestrator.hosts.pilots import FORK_WORKERS, pilot_spec, pilots_needed
+from orchestrator.hosts.queues.pilots import FORK_WORKERS, pilot_spec, pilots_needed
 
 HOSTS = """
 [hosts.slurm]

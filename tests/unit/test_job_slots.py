@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from orchestrator.hosts.job_slots import JobSlots
+from orchestrator.hosts.queues.job_slots import JobSlots
 
 
 def _hold_in_thread(slots: JobSlots, release: threading.Event, entered: list[int]) -> threading.Thread:

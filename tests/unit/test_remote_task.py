@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from orchestrator.protocol import StepContext
-from orchestrator.scheduler.remote_task import (
+from orchestrator.worker.remote import (
     RUNNING_TOPIC,
     PathMap,
     RemoteOutcome,
@@ -20,7 +20,7 @@ from orchestrator.scheduler.remote_task import (
     remote_log_path,
     run_remote_step,
 )
-from orchestrator.scheduler.worker_task import StepPayload
+from orchestrator.worker.runtime import StepPayload
 
 
 def copy_and_report(ctx: StepContext, source: str, destination: str, extra: dict[str, Any]) -> dict[str, Any]:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.hosts.ssh import RemoteProcess, SSHTarget
+from orchestrator.hosts.ssh.client import RemoteProcess, SSHTarget
+from orchestrator.hosts.ssh.openssh import OpenSSHProcess, ssh_argv
 from orchestrator.transfer import protocol
 from orchestrator.transfer.errors import RemoteAgentError, SourceChangedError, TransferInterrupted
 from orchestrator.transfer.fingerprint import FileStat
-from orchestrator.transfer.openssh import OpenSSHProcess, ssh_argv
 
 TARGET = SSHTarget("localhost", 2222, "me", Path("/keys/id"), Path("/keys/known hosts"))
 

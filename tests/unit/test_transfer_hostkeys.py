@@ -8,8 +8,8 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from orchestrator.hosts.config import SshConfig
-from orchestrator.hosts.ssh import (
+from orchestrator.hosts.config.model import SshConfig
+from orchestrator.hosts.ssh.client import (
     HostKeyMismatchError,
     HostKeyUnknownError,
     SSHTarget,

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from orchestrator.protocol import StepContext
-from orchestrator.scheduler import worker_task
-from orchestrator.scheduler.worker_task import RunningMarker, StepFailed, StepPayload, run_step_task
 from orchestrator.store import ProjectStore, StepState
 from orchestrator.store.step_writer import StepWriter
+from orchestrator.worker import runtime as worker_task
+from orchestrator.worker.runtime import RunningMarker, StepFailed, StepPayload, run_step_task
 
 DELAY_S = 0.05
 STEP_MODULE = Path(__file__).stem  # pytest puts this folder on sys.path: the steps below load by name

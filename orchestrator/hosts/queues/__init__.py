@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.hosts.config import HostConfig, HostKind
+from orchestrator.hosts.config.model import HostConfig, HostKind
 from orchestrator.hosts.errors import HostError
 from orchestrator.hosts.queues.base import (
     JobAccounting,

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
-from orchestrator.hosts.config import HostConfig, HostKind, QueueConfig
+from orchestrator.hosts.config.model import HostConfig, HostKind, QueueConfig
 from orchestrator.hosts.errors import QueueCommandError, ResourceLimitError
 from orchestrator.hosts.runner import CommandResult
 from orchestrator.protocol.steps import Resources

@@ -13,11 +13,11 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from orchestrator.hosts.config import HostKind, QueueConfig
+from orchestrator.hosts.config.model import HostKind, QueueConfig
+from orchestrator.hosts.config.units import format_hms, parse_duration_s, parse_size_mb
 from orchestrator.hosts.errors import JobSubmitError, QueueCommandError
 from orchestrator.hosts.queues.base import JobAccounting, JobState, JobStatus, QueueBackend
 from orchestrator.hosts.runner import CommandResult
-from orchestrator.hosts.units import format_hms, parse_duration_s, parse_size_mb
 from orchestrator.protocol.steps import Resources
 
 P, R = JobState.PENDING, JobState.RUNNING

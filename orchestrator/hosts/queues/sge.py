@@ -7,11 +7,11 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from datetime import datetime
 
-from orchestrator.hosts.config import HostKind, QueueConfig
+from orchestrator.hosts.config.model import HostKind, QueueConfig
+from orchestrator.hosts.config.units import format_hms, parse_size_mb
 from orchestrator.hosts.errors import AccountingUnavailable, JobSubmitError, QueueCommandError
 from orchestrator.hosts.queues.base import JobAccounting, JobState, JobStatus, QueueBackend
 from orchestrator.hosts.runner import CommandResult
-from orchestrator.hosts.units import format_hms, parse_size_mb
 from orchestrator.protocol.steps import Resources
 
 P, R, F = JobState.PENDING, JobState.RUNNING, JobState.FAILED

@@ -6,11 +6,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 
-from orchestrator.hosts.config import HostKind, QueueConfig
+from orchestrator.hosts.config.model import HostKind, QueueConfig
+from orchestrator.hosts.config.units import format_slurm_time, parse_duration_s, parse_size_mb
 from orchestrator.hosts.errors import AccountingUnavailable, JobSubmitError, QueueCommandError
 from orchestrator.hosts.queues.base import JobAccounting, JobState, JobStatus, QueueBackend
 from orchestrator.hosts.runner import CommandResult
-from orchestrator.hosts.units import format_slurm_time, parse_duration_s, parse_size_mb
 from orchestrator.protocol.steps import Resources
 
 P, R, D, F, C = JobState.PENDING, JobState.RUNNING, JobState.DONE, JobState.FAILED, JobState.CANCELLED

@@ -11,70 +11,55 @@ Two halves:
   sentinel) it records the accounting on the step. A job the queue killed before the step
   could record its end (wall time, ``scancel``, node failure) is recorded FAILED here with
   the queue's reason and the end of the job's output.
-- ``python -m orchestrator.scheduler.batch_step PAYLOAD`` is what the job runs: the usual
-  :func:`run_step_task` with the GPUs the queue allocated to the job.
+- what the job itself runs is :mod:`orchestrator.worker.batch_job`.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-import threading
-from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.hosts.gpus import allocated_gpus
-from orchestrator.scheduler.worker_task import StepFailed, StepPayload, log_tail, run_step_task
+from orchestrator.scheduler.executors import live
 from orchestrator.store import ProjectStore, StepState
+from orchestrator.worker.batch_job import JOB_OUTPUT, PAYLOAD_FILE, host_payload, job_dir_for
+from orchestrator.worker.runtime import StepFailed, StepPayload, log_tail
 
-if TYPE_CHECKING:  # the waiting half's; the job itself (``main``) does without them
-    from orchestrator.hosts.batch import BatchQueue
+if TYPE_CHECKING:
+    from orchestrator.hosts.queues.jobs import BatchQueue
 
-PAYLOAD_FILE = "payload.json"
-JOB_OUTPUT = "job.out"
+@dataclass(frozen=True)
+class BatchHost:
+    """What the waiting tasks of one host need, registered in :mod:`.live` under the host's name."""
 
-_queues: dict[str, tuple[BatchQueue, ProjectStore, str]] = {}
-_queues_lock = threading.Lock()
+    queue: BatchQueue
+    store: ProjectStore
+    python: str
 
 
 def register_batch_host(queue: BatchQueue, store: ProjectStore, python: str) -> None:
     """Make a host's queue known to the waiting tasks of this process (by host name)."""
-    with _queues_lock:
-        _queues[queue.host.name] = (queue, store, python)
+    live.register("batch host", queue.host.name, BatchHost(queue, store, python))
 
 
 def unregister_batch_host(name: str) -> None:
-    with _queues_lock:
-        _queues.pop(name, None)
-
-
-def host_payload(payload: StepPayload, map_path: Callable[[str], str]) -> StepPayload:
-    """The payload with its paths as the queue host sees them (its ``path_map``)."""
-    return replace(payload, project_dir=map_path(payload.project_dir), run_dir=map_path(payload.run_dir),
-                   log_path=map_path(payload.log_path), store_url=map_path(payload.store_url))
-
-
-def job_dir_for(payload: StepPayload) -> Path:
-    return Path(payload.run_dir) / "jobs" / f"{payload.step_name}.a{payload.attempt}"
+    live.unregister("batch host", name)
 
 
 def run_batch_step(host_name: str, payload: StepPayload, resources: dict[str, Any]) -> dict[str, Any] | None:
     """Submit the step as its own job, wait until the queue settles it, record the outcome."""
-    with _queues_lock:
-        queue, store, python = _queues[host_name]
-    with queue.slots.batch_job():  # the host's max_jobs: wait here, unsubmitted, while it is full
-        return _submit_and_settle(queue, store, python, payload, resources)
+    host = live.lookup("batch host", host_name, BatchHost)
+    with host.queue.slots.batch_job():  # the host's max_jobs: wait here, unsubmitted, while it is full
+        return _submit_and_settle(host.queue, host.store, host.python, payload, resources)
 
 
 def _submit_and_settle(queue: BatchQueue, store: ProjectStore, python: str, payload: StepPayload,
                        resources: dict[str, Any]) -> dict[str, Any] | None:
     # Here, not at the top: every batch job imports this module to run ``main``, and the
     # queue machinery (job script templates, every backend) would add 0.2 s to each of them.
-    from orchestrator.hosts.batch import accounting_fields
     from orchestrator.hosts.queues.base import JobRequest, JobState
+    from orchestrator.hosts.queues.jobs import accounting_fields
     from orchestrator.protocol.steps import Resources
 
     host_name = queue.host.name
@@ -88,7 +73,7 @@ def _submit_and_settle(queue: BatchQueue, store: ProjectStore, python: str, payl
     queue.runner.make_dirs(host_job_dir)
     queue.runner.write_text(payload_path, json.dumps(asdict(on_host)))
     request = JobRequest(name=f"orch-{payload.run_id}-{payload.step_name}"[:60],
-                         command=[python, "-m", "orchestrator.scheduler.batch_step", payload_path],
+                         command=[python, "-m", "orchestrator.worker.batch_job", payload_path],
                          job_dir=host_job_dir, resources=Resources(**resources), workdir=on_host.run_dir)
     job = queue.submit(request)
     store.steps.update(payload.step_id, job_id=job.job_id)
@@ -111,26 +96,3 @@ def _submit_and_settle(queue: BatchQueue, store: ProjectStore, python: str, payl
                            expected=(StepState.QUEUED, StepState.RUNNING), finished_at=datetime.now(UTC),
                            error=f"{why}\n--- last lines of {job_dir / JOB_OUTPUT} ---\n{tail}")
     raise StepFailed(why)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Inside the batch job: run the step with the GPUs the queue gave this job."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m orchestrator.scheduler.batch_step PAYLOAD.json", file=sys.stderr)
-        return 2
-    fields = json.loads(Path(args[0]).read_text())
-    payload = StepPayload(**fields)
-    gpus = allocated_gpus()
-    if gpus:
-        payload.gpus = [int(g) if g.isdigit() else g for g in gpus]  # type: ignore[misc]
-    try:
-        run_step_task(payload)
-    except StepFailed as exc:
-        print(f"step failed: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """Steps on an SSH host: dask workers started there over SSH, data staged around each step.
 
 The executor keeps a small dask cluster in this process: its scheduler (on loopback, reached
-by the remote workers through an SSH remote forward, see :mod:`orchestrator.hosts.ssh_workers`)
+by the remote workers through an SSH remote forward, see :mod:`orchestrator.hosts.ssh.workers`)
 and one thread worker here that does the staging and the store writes. The remote workers
 advertise ``cpus`` (and ``gpus``); the steps are restricted to them.
 
@@ -34,16 +34,17 @@ from typing import Any
 
 from distributed import Client, Future, LocalCluster, worker_client
 
-from orchestrator.hosts.config import HostConfig
-from orchestrator.hosts.ssh_workers import SSHWorkerGroup, remote_python, start_ssh_workers
+from orchestrator.hosts.config.model import HostConfig
+from orchestrator.hosts.ssh.workers import SSHWorkerGroup, remote_python, start_ssh_workers
 from orchestrator.protocol import Step, StepGraph
 from orchestrator.scheduler import staging
-from orchestrator.scheduler.batch_step import host_payload
-from orchestrator.scheduler.executors import HostExecutor, HostUnusable
-from orchestrator.scheduler.gpu_task import gpus_leased, run_gpu_step_task
-from orchestrator.scheduler.remote_task import RUNNING_TOPIC, PathMap, RemoteOutcome, run_remote_step
-from orchestrator.scheduler.worker_task import StepFailed, StepPayload, run_step_task
+from orchestrator.scheduler.executors import live
+from orchestrator.scheduler.executors.base import HostExecutor, HostUnusable
 from orchestrator.store import ProjectStore, StepRecord, StepState
+from orchestrator.worker.batch_job import host_payload
+from orchestrator.worker.gpus import gpus_leased, run_gpu_step_task
+from orchestrator.worker.remote import RUNNING_TOPIC, PathMap, RemoteOutcome, run_remote_step
+from orchestrator.worker.runtime import StepFailed, StepPayload, run_step_task
 
 log = logging.getLogger("orchestrator.scheduler")
 
@@ -54,7 +55,7 @@ WORKER_START_TIMEOUT_S = 120.0
 def run_staged_step(payload: StepPayload, path_map: PathMap, gpus: int = 0, worker_gpus: int = 0,
                     sharing: bool = False) -> RemoteOutcome:
     """On the host, once the inputs are there; a step that needs GPUs leases them from its
-    worker's pool first (see :mod:`orchestrator.scheduler.gpu_task`)."""
+    worker's pool first (see :mod:`orchestrator.worker.gpus`)."""
     if not gpus:
         return run_remote_step(payload, path_map)
     with gpus_leased(payload, gpus, worker_gpus, sharing) as leased:
@@ -91,9 +92,7 @@ def run_ssh_step(staging_key: str, store_url: str, payload: StepPayload, step: S
 def finish_remote_step(staging_key: str, store_url: str, payload: StepPayload, step: Step, local_run_dir: str,
                        outcome: RemoteOutcome) -> dict[str, Any] | None:
     """Here, after the step: bring its log and outputs back, record how it ended."""
-    store = _stores.get(store_url)
-    if store is None:
-        raise RuntimeError(f"no open store {store_url} in this process")
+    store = live.lookup("store", store_url, ProjectStore)
     staged = staging.stage_out_task(staging_key, payload.run_id, step, Path(local_run_dir), outcome,
                                     step_id=payload.step_id)
     common: dict[str, Any] = {
@@ -117,9 +116,6 @@ def finish_remote_step(staging_key: str, store_url: str, payload: StepPayload, s
                            error=f"{outcome.error}\n--- last lines of {where}{note} ---\n{outcome.log_tail}",
                            **common)
     raise StepFailed(outcome.error or "failed")
-
-
-_stores: dict[str, ProjectStore] = {}
 
 
 class SSHExecutor(HostExecutor):
@@ -148,7 +144,7 @@ class SSHExecutor(HostExecutor):
             if not host.shared_fs:
                 self.staging = staging.HostStaging(host, store, self.project_dir, python=remote_python(host))
                 self.staging_key = staging.register(self.staging)
-                _stores[store.url] = store
+                live.register("store", store.url, store)
             resources = {"cpus": float(self.worker_cpus)}
             if self.worker_gpus:
                 resources["gpus"] = float(self.worker_gpus)
@@ -228,7 +224,7 @@ class SSHExecutor(HostExecutor):
         if self.staging is not None:
             staging.unregister(self.staging_key)
             self.staging.close()
-        _stores.pop(self.store.url, None)
+        live.unregister("store", self.store.url)
         self.client.close()
         self.cluster.close()
 
@@ -237,7 +233,7 @@ def _kill_step(pid: int) -> list[int]:
     """On the host's worker: kill what the step started (the worker process itself stays)."""
     import psutil
 
-    from orchestrator.scheduler.process_tree import kill_tree
+    from orchestrator.worker.processes import kill_tree
 
     killed: list[int] = []
     try:

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from orchestrator.hosts.config import HostConfig
+from orchestrator.hosts.config.model import HostConfig
 from orchestrator.hosts.errors import JobSubmitError
-from orchestrator.hosts.job_slots import JobSlots
-from orchestrator.hosts.jobscript import SCRIPT_NAME, render_job_script
 from orchestrator.hosts.queues import backend_for
 from orchestrator.hosts.queues.base import JobRequest, JobState, JobStatus
+from orchestrator.hosts.queues.job_slots import JobSlots
+from orchestrator.hosts.queues.jobscript import SCRIPT_NAME, render_job_script
 from orchestrator.hosts.queues.poller import PollSettings, QueuePoller
 from orchestrator.hosts.runner import CommandRunner, runner_for
 

@@ -1,4 +1,4 @@
-"""The two small Python programs that :mod:`orchestrator.hosts.ssh_workers` runs on an SSH host.
+"""The two small Python programs that :mod:`orchestrator.hosts.ssh.workers` runs on an SSH host.
 
 They are sent as ``python -c`` text, so the host needs no file of ours beyond the installed
 packages; they use the standard library only and must run on whatever Python the host has.

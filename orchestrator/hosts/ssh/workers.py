@@ -34,9 +34,9 @@ from urllib.parse import urlsplit
 
 import paramiko
 
-from orchestrator.hosts.config import HostConfig
+from orchestrator.hosts.config.model import HostConfig
 from orchestrator.hosts.errors import HostError
-from orchestrator.hosts.ssh import (
+from orchestrator.hosts.ssh.client import (
     ChannelProcess,
     PortForward,
     SSHConnection,
@@ -44,7 +44,7 @@ from orchestrator.hosts.ssh import (
     SSHTarget,
     connect,
 )
-from orchestrator.hosts.ssh_worker_scripts import PROBE, WRAPPER
+from orchestrator.hosts.ssh.worker_scripts import PROBE, WRAPPER
 
 log = logging.getLogger(__name__)
 

@@ -28,18 +28,18 @@ from typing import Any
 import dask
 from distributed import Client, Future, LocalCluster
 
-from orchestrator.hosts.batch import BatchQueue
-from orchestrator.hosts.config import HostConfig
+from orchestrator.hosts.config.model import HostConfig
 from orchestrator.hosts.errors import HostError
-from orchestrator.hosts.pilots import pilots_needed, start_pilot_cluster, worker_resources
 from orchestrator.hosts.queues.base import JobRequest
+from orchestrator.hosts.queues.jobs import BatchQueue
+from orchestrator.hosts.queues.pilots import pilots_needed, start_pilot_cluster, worker_resources
 from orchestrator.protocol import Step, StepGraph
-from orchestrator.scheduler.batch_step import register_batch_host, run_batch_step, unregister_batch_host
-from orchestrator.scheduler.executors import HostExecutor, HostUnusable
-from orchestrator.scheduler.gpu_task import run_gpu_step_task
-from orchestrator.scheduler.process_tree import kill_tree
-from orchestrator.scheduler.worker_task import StepPayload, run_step_task
+from orchestrator.scheduler.executors.base import HostExecutor, HostUnusable
+from orchestrator.scheduler.executors.batch import register_batch_host, run_batch_step, unregister_batch_host
 from orchestrator.store import ProjectStore, StepRecord
+from orchestrator.worker.gpus import run_gpu_step_task
+from orchestrator.worker.processes import kill_tree
+from orchestrator.worker.runtime import StepPayload, run_step_task
 
 log = logging.getLogger("orchestrator.scheduler")
 

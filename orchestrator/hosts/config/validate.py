@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from orchestrator.hosts.units import parse_memory_mb, parse_walltime_s
+from orchestrator.hosts.config.units import parse_memory_mb, parse_walltime_s
 
 MISSING = object()
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]*$")

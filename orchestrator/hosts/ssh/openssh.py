@@ -19,7 +19,7 @@ import threading
 from collections.abc import Sequence
 from typing import IO
 
-from orchestrator.hosts.ssh import RemoteProcess, SSHTarget
+from orchestrator.hosts.ssh.client import RemoteProcess, SSHTarget
 
 CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
            "aes128-ctr", "aes192-ctr", "aes256-ctr")

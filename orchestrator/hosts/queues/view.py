@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from orchestrator.hosts.config import HostRegistry
+from orchestrator.hosts.config.model import HostRegistry
 from orchestrator.hosts.errors import HostError
 from orchestrator.hosts.queues import backend_for
 from orchestrator.hosts.queues.poller import PollSettings, QueuePoller

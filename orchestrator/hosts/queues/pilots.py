@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.hosts.config import HostConfig, HostKind
+from orchestrator.hosts.config.model import HostConfig, HostKind
+from orchestrator.hosts.config.units import format_hms, format_memory_mb
 from orchestrator.hosts.errors import HostError
 from orchestrator.hosts.queues import backend_for
-from orchestrator.hosts.units import format_hms, format_memory_mb
 
 _CLUSTER_CLASSES = {HostKind.SLURM: "SLURMCluster", HostKind.SGE: "SGECluster", HostKind.PBS: "PBSCluster"}
 LIFETIME_MARGIN_S = 300
-PRELOAD_MODULE = "orchestrator.scheduler.worker_task"
+PRELOAD_MODULE = "orchestrator.worker.runtime"
 # The pilot's worker processes are forked from the process that starts them, which has
 # already imported dask and the step runner (the preload), instead of spawned fresh: with
 # spawn, 8 workers each importing both took 6 s of an 8-core pilot's start on 2 real cores.

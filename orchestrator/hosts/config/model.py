@@ -1,6 +1,6 @@
 """Execution hosts as plain records: what a hosts file says once a validator has read it.
 
-A hosts file (TOML) holds ``[hosts.NAME]`` tables; :mod:`orchestrator.hosts.loader` reads
+A hosts file (TOML) holds ``[hosts.NAME]`` tables; :mod:`orchestrator.hosts.config.loader` reads
 and validates them into these dataclasses. Nothing here touches the network or a queue.
 """
 

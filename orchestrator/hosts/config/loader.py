@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from orchestrator.hosts.config import (
+from orchestrator.hosts.config.model import (
     LOCAL_HOST,
     HostConfig,
     HostKind,
@@ -30,18 +30,18 @@ from orchestrator.hosts.config import (
     QueueConfig,
     SshConfig,
 )
+from orchestrator.hosts.config.validate import Table as _Table
+from orchestrator.hosts.config.validate import bool_value as _bool
+from orchestrator.hosts.config.validate import format_value as _format
+from orchestrator.hosts.config.validate import int_value as _int
+from orchestrator.hosts.config.validate import lines as _lines
+from orchestrator.hosts.config.validate import memory as _memory
+from orchestrator.hosts.config.validate import nonempty_str as _nonempty_str
+from orchestrator.hosts.config.validate import one_line_str as _str
+from orchestrator.hosts.config.validate import path_value as _path
+from orchestrator.hosts.config.validate import queue_name as _queue_name
+from orchestrator.hosts.config.validate import walltime as _walltime
 from orchestrator.hosts.errors import HostConfigError
-from orchestrator.hosts.validate import Table as _Table
-from orchestrator.hosts.validate import bool_value as _bool
-from orchestrator.hosts.validate import format_value as _format
-from orchestrator.hosts.validate import int_value as _int
-from orchestrator.hosts.validate import lines as _lines
-from orchestrator.hosts.validate import memory as _memory
-from orchestrator.hosts.validate import nonempty_str as _nonempty_str
-from orchestrator.hosts.validate import one_line_str as _str
-from orchestrator.hosts.validate import path_value as _path
-from orchestrator.hosts.validate import queue_name as _queue_name
-from orchestrator.hosts.validate import walltime as _walltime
 
 HOSTS_FILE_NAME = "hosts.toml"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -202,7 +202,7 @@ def _read_host(name: str, data: Any, file: Path, problems: list[str]) -> HostCon
         if candidate.is_file():
             template = str(candidate)
         else:
-            from orchestrator.hosts.jobscript import template_exists
+            from orchestrator.hosts.queues.jobscript import template_exists
 
             if not template_exists(template):
                 table.problem("template", f"no such template: not a file ({candidate}) nor a name in templates/")

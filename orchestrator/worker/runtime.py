@@ -33,9 +33,9 @@ from typing import Any
 import psutil
 
 from orchestrator.protocol import StepContext, execute_step
-from orchestrator.scheduler.process_tree import kill_tree
 from orchestrator.store import ProjectStore, StepState
 from orchestrator.store.step_writer import StepWriter
+from orchestrator.worker.processes import kill_tree
 
 log = logging.getLogger("orchestrator.worker")
 

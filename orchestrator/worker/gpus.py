@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from orchestrator.hosts.gpus import worker_gpu_pool
-from orchestrator.scheduler.worker_task import StepPayload, run_step_task
+from orchestrator.worker.runtime import StepPayload, run_step_task
 
 #: a GPU step waits this long for its worker's GPUs before failing (dask should never make it wait)
 LEASE_TIMEOUT_S = 600.0

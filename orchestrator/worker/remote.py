@@ -1,7 +1,7 @@
 """What runs on a remote dask worker for one attempt of one step, on a host that neither shares
 the project's files nor reaches the project store.
 
-Unlike :func:`orchestrator.scheduler.worker_task.run_step_task`, nothing is written to the
+Unlike :func:`orchestrator.worker.runtime.run_step_task`, nothing is written to the
 store here: the worker only runs the step, in the host's copy of the project (paths in the
 step's arguments rewritten by a :class:`PathMap`), and returns a :class:`RemoteOutcome`. The
 scheduler's own process records the transitions and brings the outputs and the log back.
@@ -25,7 +25,7 @@ from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 
 from orchestrator.protocol import StepContext, execute_step
-from orchestrator.scheduler.worker_task import PeakMemory, StepPayload, _redirected_output, _worker_address, log_tail
+from orchestrator.worker.runtime import PeakMemory, StepPayload, _redirected_output, _worker_address, log_tail
 
 RUNNING_TOPIC = "orch-step-running"
 
