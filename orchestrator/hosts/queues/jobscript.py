@@ -24,8 +24,8 @@ import jinja2
 from orchestrator.hosts.errors import JobScriptError
 from orchestrator.hosts.queues.base import JobRequest, QueueBackend, safe_job_name
 
-_REPO_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
-_PACKAGE_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+_REPO_TEMPLATES = Path(__file__).resolve().parents[3] / "templates"
+_PACKAGE_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 TEMPLATE_DIRS: tuple[Path, ...] = (_REPO_TEMPLATES, _PACKAGE_TEMPLATES)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LINE_BREAKERS = ("\n", "\r", "\0")
