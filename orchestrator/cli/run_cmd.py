@@ -24,6 +24,7 @@ from orchestrator.errors import OrchestratorError, UsageError
 from orchestrator.plugins import discover
 from orchestrator.project import Project
 from orchestrator.scheduler import planner
+from orchestrator.scheduler.control import restart_run
 from orchestrator.scheduler.daemon import ensure_daemon, running_pid
 from orchestrator.store import ProjectStore, RunRecord, RunState, StepState
 from orchestrator.workflow import load_workflow, submit_workflow
@@ -45,7 +46,6 @@ exit codes (with --wait): 0 finished, 1 failed, 4 cancelled, 124 timed out;
   2 bad arguments or params, 3 no such project, protocol or run.
 """
 
-RESTART_FROM = (RunState.CREATED, RunState.FINISHED, RunState.FAILED, RunState.CANCELLED)
 # How long --wait lets the scheduler be gone before starting it again (it may be between
 # an idle exit and the next start, or it crashed).
 DAEMON_GRACE_S = 5.0
@@ -86,7 +86,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.workflow is not None:
             runs = submit_workflow(load_workflow(args.workflow), registry, store, project, host=args.host)
         elif args.restart is not None:
-            runs = [_restart(store, args.restart)]
+            runs = [restart_run(store, args.restart)]
         else:
             params = parse_params(args.params)
             runs = [planner.create_run(store, project, registry, args.protocol, params, name=args.name,
@@ -135,14 +135,6 @@ def parse_params(items: Sequence[str]) -> dict[str, str]:
             raise UsageError(f"param '{key}' is given twice")
         params[key] = value
     return params
-
-
-def _restart(store: ProjectStore, ref: str) -> RunRecord:
-    run = store.runs.get(ref)
-    if run.run_state not in RESTART_FROM:
-        raise UsageError(f"run {run.name} is {run.state}: it is already queued or running")
-    store.runs.set_state(run.id, RunState.QUEUED, message=f"restarted (was {run.state})")
-    return store.runs.get(run.id)
 
 
 def _ensure_daemon(project: Project) -> int:

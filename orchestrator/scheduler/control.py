@@ -41,6 +41,18 @@ def cancel_run(store: ProjectStore, run_ref: int | str, local_host: str = "local
     return killed
 
 
+RESTART_FROM = (RunState.CREATED, RunState.FINISHED, RunState.FAILED, RunState.CANCELLED)
+
+
+def restart_run(store: ProjectStore, run_ref: int | str) -> RunRecord:
+    """Queue an existing run again with its params; its unchanged finished steps will be kept."""
+    run = store.runs.get(run_ref)
+    if run.run_state not in RESTART_FROM:
+        raise UsageError(f"run {run.name} is {run.state}: it is already queued or running")
+    store.runs.set_state(run.id, RunState.QUEUED, message=f"restarted (was {run.state})")
+    return store.runs.get(run.id)
+
+
 def submit(project: Project, protocol: str, params: Mapping[str, Any], *, name: str | None = None,
            store: ProjectStore | None = None, registry: PluginRegistry | None = None,
            start_daemon: bool = True) -> RunRecord:
