@@ -41,9 +41,12 @@ infra-down:
 	-@for s in $(SERVICES); do bash tests/infra/$$s.sh stop; done
 
 # Each service script prints the `export` lines its clients need (SLURM_CONF, SGE_ROOT, ...).
+# CI=1 by default: `make test` provides every service, so a skipped test means a broken set-up and
+# fails (conftest.py). `make test CI=` lets the service tests skip (only the allow-list does in CI).
+CI ?= 1
 test: install-test infra-up
 	@eval "$$(for s in $(SERVICES); do bash tests/infra/$$s.sh env; done)" && \
-	  $(PY) -m pytest $(PYTEST_ARGS)
+	  CI='$(CI)' $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install-test
 	$(VENV)/bin/ruff check orchestrator tests bench plugins

@@ -9,6 +9,12 @@ where ``my_package.plugin`` is a :class:`Plugin`. :func:`discover` loads every e
 one that fails to import (or gives something other than a Plugin, or clashes with another
 plugin) is recorded with its error in ``PluginRegistry.failures`` and the others still
 load, so one broken plugin never takes the whole ``orch`` command down.
+
+Loading an entry point imports the plugin's protocol declarations only: ``orch plugins`` and
+``orch run`` describe and validate runs from them, and commands that only read a project never
+discover plugins at all. So a plugin keeps its numerical kernels (numpy/scipy code, EM format
+readers) out of that import path: its protocols import their step modules inside ``steps()``,
+when a run is planned (``tests/unit/test_app_plugins.py`` checks the shipped plugins).
 """
 
 from __future__ import annotations

@@ -19,17 +19,19 @@ file and the run at fault.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import NotFoundError, OrchestratorError, UsageError
+from orchestrator.names import RULE, name_problem, shown
 from orchestrator.objects.params import Pointer
 from orchestrator.plugins import PluginRegistry
 from orchestrator.project import Project
 from orchestrator.scheduler import planner
-from orchestrator.store import ProjectStore, RunRecord, RunState
+from orchestrator.store import ProjectStore, RunRecord
 
 RUN_KEYS = frozenset({"name", "protocol", "params", "host"})
 
@@ -77,11 +79,50 @@ def load_workflow(path: Path | str) -> Workflow:
         raise WorkflowError(f"{path}: no such workflow file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise WorkflowError(f"{path}: cannot read the workflow file ({exc})") from None
+    except ValueError as exc:  # a NUL in the name
+        raise WorkflowError(f"{str(path)!r}: not a valid file name ({exc})") from None
+    return parse_workflow(_decode_json(text, path), path)
+
+
+class _NotJson(Exception):
+    """What the decoder hooks raise for text that Python's json reads but JSON does not allow."""
+
+    def __init__(self, token: str, problem: str) -> None:
+        super().__init__(problem)
+        self.token, self.problem = token, problem
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotJson(name, f"{name} is not a JSON value (JSON numbers are finite)")
+
+
+def _int(digits: str) -> int:
+    if len(digits.lstrip("-")) > _MAX_INT_DIGITS:  # Python would raise a bare ValueError
+        raise _NotJson(digits, f"a number of {len(digits)} digits is too long (at most {_MAX_INT_DIGITS})")
+    return int(digits)
+
+
+_MAX_INT_DIGITS = 4000  # below Python's own limit on int(str) (4300)
+
+
+def _float(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise _NotJson(text, f"the number {text[:20]}{'...' if len(text) > 20 else ''} is too large for a float")
+    return number
+
+
+def _decode_json(text: str, path: Path) -> Any:
+    """Strict JSON with errors naming the file and line: no NaN, no endless digits or nesting."""
     try:
-        document = json.loads(text)
+        return json.loads(text, parse_constant=_refuse_constant, parse_int=_int, parse_float=_float)
     except json.JSONDecodeError as exc:
         raise WorkflowError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
-    return parse_workflow(document, path)
+    except _NotJson as exc:
+        line = text.count("\n", 0, max(text.find(exc.token), 0)) + 1
+        raise WorkflowError(f"{path}: line {line}: {exc.problem}") from None
+    except RecursionError:
+        raise WorkflowError(f"{path}: not a workflow file: JSON nested too deeply") from None
 
 
 def parse_workflow(document: Any, path: Path) -> Workflow:
@@ -104,14 +145,15 @@ def _parse_run(path: Path, index: int, entry: Any, seen: set[str]) -> WorkflowRu
         raise WorkflowError(f"{where}: expected an object with name, protocol and params, got {type(entry).__name__}")
     name = entry.get("name")
     if isinstance(name, str) and name:
-        where = f"{where} ({name!r})"
+        where = f"{where} ({shown(name)})"
     unknown = sorted(set(entry) - RUN_KEYS)
     if unknown:
         raise WorkflowError(f"{where}: unknown key(s) {', '.join(unknown)}; a run has: {', '.join(sorted(RUN_KEYS))}")
     if not isinstance(name, str) or not name.strip():
         raise WorkflowError(f'{where}: "name" is missing or not a string (later runs point to a run by its name)')
-    if name.isdigit():
-        raise WorkflowError(f"{where}: a run name cannot be only digits (that reads as a run id)")
+    problem = name_problem(name, is_run=True)  # the one set of rules for names (orchestrator.names)
+    if problem is not None:
+        raise WorkflowError(f'{where}: "name" {problem}; {RULE}')
     if name in seen:
         raise WorkflowError(f"{where}: the name {name!r} is used by an earlier run of the file")
     seen.add(name)
@@ -189,7 +231,7 @@ def submit_workflow(workflow: Workflow, registry: PluginRegistry, store: Project
             _remove_if_empty(project.run_dir(record.name))
         raise
     for record in created:
-        store.runs.set_state(record.id, RunState.QUEUED, message=f"queued from workflow {workflow.path.name}")
+        store.lifecycle.queue_run(record.id, message=f"queued from workflow {workflow.path.name}")
     return [store.runs.get(record.id) for record in created]
 
 

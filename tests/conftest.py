@@ -2,7 +2,8 @@
 
 PostgreSQL comes from ``tests/infra/postgres.sh`` (Debian's server in a temp dir, started by
 `make test`), whose URL arrives in ``ORCH_TEST_PG_URL``. Outside CI a missing server skips the
-PostgreSQL variants with the reason; in CI (``CI`` set) it is an error.
+PostgreSQL variants with the reason; in CI (``CI`` set) it is an error (``infra.services.require``;
+the root ``conftest.py`` fails any other skip in CI that is not on its allow-list).
 """
 
 from __future__ import annotations
@@ -12,25 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from infra.services import require
 
 from orchestrator.store.admin import temporary_database
-
-
-def _pg_admin_url() -> str | None:
-    url = os.environ.get("ORCH_TEST_PG_URL")
-    if url:
-        return url
-    if os.environ.get("CI"):
-        pytest.fail("ORCH_TEST_PG_URL is not set: `make test` must start PostgreSQL (tests/infra/postgres.sh)")
-    return None
 
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test (dropped afterwards)."""
-    admin = _pg_admin_url()
-    if admin is None:
-        pytest.skip("PostgreSQL not started (run `make test`, or set ORCH_TEST_PG_URL)")
+    admin = os.environ.get("ORCH_TEST_PG_URL", "")
+    require(admin, "ORCH_TEST_PG_URL is not set: PostgreSQL not started (run `make test`, or "
+                   "`bash tests/infra/postgres.sh start` and set ORCH_TEST_PG_URL from `postgres.sh url`)")
     with temporary_database(admin, "orch_t") as url:
         yield url
 

@@ -1,9 +1,11 @@
-"""The ``orch`` command.
+"""The ``orch`` command: a thin front end over the application layer (:mod:`orchestrator.app`).
 
 Each sub-command lives in its own module under ``orchestrator.cli`` and exposes
 ``register(subparsers)``, which adds its parser and sets ``handler`` to a function
-``handler(args) -> int``. Listing the modules here (not scanning) keeps start-up fast
-and the command set explicit.
+``handler(args) -> int`` that parses, calls the layer and prints (:mod:`.output`). Listing the
+modules here (not scanning) keeps the command set explicit, and start-up fast: building every
+parser imports no store, scheduler or plugin, because a handler imports the layer's module it
+calls only when it runs (``orch --help`` answers in a fraction of a second).
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-
-from sqlalchemy.exc import DatabaseError
 
 from orchestrator import __version__
 from orchestrator.errors import OrchestratorError
@@ -78,15 +78,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OrchestratorError as exc:
         print(f"orch: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except DatabaseError as exc:  # a store that broke after it was opened (disk full, damage)
-        print(f"orch: error: project store: {exc.orig or exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("orch: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `orch status | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:
+        if not _is_database_error(exc):
+            raise
+        # a store that broke after it was opened (disk full, damage)
+        print(f"orch: error: project store: {getattr(exc, 'orig', None) or exc}", file=sys.stderr)
+        return 1
+
+
+def _is_database_error(exc: Exception) -> bool:
+    """Whether ``exc`` is SQLAlchemy's DatabaseError; asked without importing SQLAlchemy (a command
+    that raised one has loaded it already)."""
+    module = sys.modules.get("sqlalchemy.exc")
+    database_error = getattr(module, "DatabaseError", None)
+    return database_error is not None and isinstance(exc, database_error)
 
 
 if __name__ == "__main__":

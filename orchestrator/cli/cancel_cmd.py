@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from rich.markup import escape
-
-from orchestrator.cli.output import add_json_flag, console, print_json
-from orchestrator.project import Project
-from orchestrator.scheduler.control import cancel_run
-from orchestrator.store import StepState
+from orchestrator.cli.output import add_json_flag, echo, print_json, style
 
 EPILOG = """examples:
   orch cancel myproj fanout-3          by name
@@ -23,8 +18,6 @@ EPILOG = """examples:
 exit codes: 0 cancelled, 2 the run had already ended (finished, failed or cancelled),
   3 no such project or run.
 """
-
-UNFINISHED = (StepState.PENDING, StepState.QUEUED, StepState.RUNNING)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,17 +32,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    project = Project.load(args.project)
-    with project.open_store() as store:
-        run = store.runs.get(args.run)
-        unfinished = {step.id for step in store.steps.list(run.id, UNFINISHED)}
-        killed = cancel_run(store, run.id)
-        cancelled = [step.name for step in store.steps.list(run.id, [StepState.CANCELLED]) if step.id in unfinished]
+    from orchestrator.app.runs import cancel_run
+
+    outcome = cancel_run(args.project, args.run)
     if args.json:
-        print_json({"run": {"id": run.id, "name": run.name}, "state": "cancelled",
-                    "steps_cancelled": cancelled, "killed_pids": killed})
+        print_json(outcome)
         return 0
-    console.print(f"cancelled run [bold]{escape(run.name)}[/] (id {run.id}): {len(cancelled)} step(s) stopped")
-    if killed:
-        console.print(f"killed process(es): {', '.join(str(pid) for pid in killed)}")
+    echo(f"cancelled run {style(outcome.run_name, 'bold')} (id {outcome.run_id}): "
+         f"{len(outcome.steps_cancelled)} step(s) stopped")
+    if outcome.killed_pids:
+        echo(f"killed process(es): {', '.join(str(pid) for pid in outcome.killed_pids)}")
     return 0

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import signal
-import time
+from typing import TYPE_CHECKING
 
-from orchestrator.cli.output import console, err_console, print_json
-from orchestrator.errors import OrchestratorError, UsageError
-from orchestrator.project import Project
-from orchestrator.scheduler.daemon import DEFAULT_IDLE_EXIT_S, LOG_FILE, ensure_daemon, running_pid, serve
+from orchestrator.app.scheduler import DEFAULT_IDLE_EXIT_S
+from orchestrator.cli.output import echo, print_json
+from orchestrator.errors import UsageError
+
+if TYPE_CHECKING:  # the layer is imported by the handler: building the parser loads no store
+    from orchestrator.project import Project
 
 EPILOG = f"""examples:
   orch daemon myproj                       run the scheduler here until Ctrl-C
@@ -58,7 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _daemon(args: argparse.Namespace) -> int:
     _check_args(args)
-    project = Project.load(args.project)
+    from orchestrator.app.access import load_project
+
+    project = load_project(args.project)
     if args.status:
         return _status(project, args.json)
     if args.stop:
@@ -86,63 +88,52 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _status(project: Project, as_json: bool) -> int:
-    pid = running_pid(project)
+    from orchestrator.app.scheduler import scheduler_state
+
+    state = scheduler_state(project)
     if as_json:
-        print_json({"project": project.name, "running": pid is not None, "pid": pid})
-    elif pid is None:
-        console.print("not running")
+        print_json({"project": project.name, **state.to_dict()})
     else:
-        console.print(f"running (pid {pid})")
-    return 0 if pid is not None else EXIT_NOT_RUNNING
+        echo(f"running (pid {state.pid})" if state.running else "not running")
+    return 0 if state.running else EXIT_NOT_RUNNING
 
 
 def _stop(project: Project, timeout_s: float) -> int:
-    pid = running_pid(project)
-    if pid is None:
-        console.print("not running")
-        return 0
-    if pid <= 0:
-        raise OrchestratorError(f"{project.path / 'scheduler.lock'} is held but names no pid; "
-                                "find the scheduler process (`orchestrator.scheduler.daemon`) and stop it")
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass  # it exited between the check and the signal
-    except PermissionError:
-        raise OrchestratorError(f"scheduler pid {pid} belongs to another user; cannot stop it") from None
-    deadline = time.monotonic() + timeout_s
-    while running_pid(project) is not None:
-        if time.monotonic() > deadline:
-            err_console.print(f"the scheduler (pid {pid}) is still running after {timeout_s:g} s")
-            return EXIT_TIMED_OUT
-        time.sleep(0.1)
-    console.print(f"stopped the scheduler (pid {pid})")
+    from orchestrator.app.scheduler import stop_scheduler
+
+    stop = stop_scheduler(project, timeout_s)
+    if not stop.was_running:
+        echo("not running")
+    elif not stop.stopped:
+        echo(f"the scheduler (pid {stop.pid}) is still running after {timeout_s:g} s", err=True)
+        return EXIT_TIMED_OUT
+    else:
+        echo(f"stopped the scheduler (pid {stop.pid})")
     return 0
 
 
 def _detach(project: Project, idle_exit_s: float | None) -> int:
-    before = running_pid(project)
-    if before is not None:
-        console.print(f"already running (pid {before})")
-        return 0
-    try:
-        pid = ensure_daemon(project, DEFAULT_IDLE_EXIT_S if idle_exit_s is None else idle_exit_s)
-    except RuntimeError as exc:  # it died at start; its log says why
-        raise OrchestratorError(f"cannot start the scheduler of project {project.name}: {exc}") from None
-    console.print(f"started the scheduler (pid {pid}); its log: {project.path / LOG_FILE}")
+    from orchestrator.app.scheduler import start_scheduler
+
+    start = start_scheduler(project, idle_exit_s)
+    if start.already_running:
+        echo(f"already running (pid {start.pid})")
+    else:
+        echo(f"started the scheduler (pid {start.pid}); its log: {start.log}")
     return 0
 
 
 def _foreground(project: Project, args: argparse.Namespace) -> int:
+    from orchestrator.app.errors import SchedulerBusyError
+    from orchestrator.app.scheduler import serve_scheduler
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        code = serve(project, args.idle_exit or None, args.workers, args.retries)
+        serve_scheduler(project, args.idle_exit, args.workers, args.retries)
     except KeyboardInterrupt:  # Ctrl-C is the normal way to stop a foreground scheduler
-        err_console.print("scheduler stopped")
+        echo("scheduler stopped", err=True)
         return 0
-    if code != 0:
-        pid = running_pid(project)
-        err_console.print(f"a scheduler already runs for project {project.name}"
-                          + (f" (pid {pid})" if pid else "") + "; see `orch daemon PROJECT --status`")
+    except SchedulerBusyError as exc:
+        echo(f"{exc}; see `orch daemon PROJECT --status`", err=True)
         return 1
     return 0

@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from orchestrator.cli.output import add_json_flag, console, print_json, print_table
-from orchestrator.hosts.check import check_host
-from orchestrator.hosts.config.loader import load_hosts
-from orchestrator.hosts.config.model import HostConfig, HostRegistry
+from orchestrator.cli.output import add_json_flag, echo, print_json, print_table
 from orchestrator.hosts.config.units import format_hms, format_memory_mb
 
 EPILOG = """where hosts come from (later wins, by host name):
@@ -18,7 +15,7 @@ EPILOG = """where hosts come from (later wins, by host name):
 examples:
   orch hosts list
   orch hosts show cluster --json
-  ORCH_HOSTS=hosts/ci-test.toml orch hosts check ci-slurm
+  ORCH_HOSTS=site-hosts.toml orch hosts check cluster
 """
 
 
@@ -47,55 +44,37 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add_json_flag(parser)
 
 
-def registry(args: argparse.Namespace) -> HostRegistry:
-    project_dir = None
-    if getattr(args, "project", None):
-        from orchestrator.project import Project
-
-        project_dir = Project.load(args.project).path
-    return load_hosts(project_dir)
-
-
-def _reach(host: HostConfig) -> str:
-    return f"ssh {host.ssh.destination}:{host.ssh.port}" if host.ssh else "this machine"
-
-
-def _gpus(host: HostConfig) -> str:
-    if host.queues:
-        parts = [f"{q.name}: {q.gpus}" + (f" {q.gpu_type}" if q.gpu_type else "")
-                 for q in host.queues.values() if q.gpus]
-        return ", ".join(parts) or "0"
-    return f"{host.gpus}" + (f" {host.gpu_type}" if host.gpu_type else "")
-
-
 def _list(args: argparse.Namespace) -> int:
-    hosts = registry(args)
+    from orchestrator.app.hosts import list_hosts
+
+    listed = list_hosts(args.project)
     if args.json:
-        print_json([{"name": h.name, "kind": h.kind.value, "reach": _reach(h), "queues": list(h.queues),
-                     "gpus": _gpus(h), "source": str(h.source) if h.source else None} for h in hosts])
+        print_json(listed.hosts)
         return 0
     print_table("hosts", ["name", "kind", "reached", "queues", "GPUs", "defined in"],
-                [(h.name, h.kind.value, _reach(h), ", ".join(h.queues) or "-", _gpus(h),
-                  str(h.source) if h.source else "built in") for h in hosts])
-    if not hosts.files:
-        console.print("no hosts file found: see `orch hosts --help` and the examples in hosts/")
+                [(h.name, h.kind, h.reach, ", ".join(h.queues) or "-", h.gpus, h.source or "built in")
+                 for h in listed.hosts])
+    if not listed.files:
+        echo("no hosts file found: see `orch hosts --help` and the examples in hosts/")
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
-    host = registry(args).get(args.name)
+    from orchestrator.app.hosts import gpus, reach, show_host
+
+    host = show_host(args.name, args.project)
     if args.json:
         print_json(host.to_dict())
         return 0
     rows: list[tuple[str, Any]] = [
-        ("kind", host.kind.value), ("defined in", str(host.source) if host.source else "built in"),
-        ("description", host.description), ("reached", _reach(host)), ("work dir", host.work_dir or "-"),
+        ("kind", host.kind), ("defined in", str(host.source) if host.source else "built in"),
+        ("description", host.description), ("reached", reach(host)), ("work dir", host.work_dir or "-"),
             ("shared file system", "yes" if host.shared_fs else "no")]
     rows += [("path map", f"{local} -> {remote}") for local, remote in host.path_map]
     rows += [("env setup", line) for line in host.env_setup]
     if not host.is_queue:
         rows += [("cores", host.cores or "-"), ("memory", format_memory_mb(host.memory_mb) if host.memory_mb else "-"),
-                 ("GPUs", _gpus(host)), ("GPU sharing", "allowed" if host.gpu_sharing else "no")]
+                 ("GPUs", gpus(host)), ("GPU sharing", "allowed" if host.gpu_sharing else "no")]
     else:
         rows += [("default queue", host.default_queue), ("max jobs", host.max_jobs or "no limit"),
                  ("GPU sharing", "allowed" if host.gpu_sharing else "no"), ("template", host.template or "default")]
@@ -117,13 +96,13 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    host = registry(args).get(args.name)
-    results = check_host(host)
-    ok = all(r.ok for r in results)
+    from orchestrator.app.hosts import check_host
+
+    report = check_host(args.name, args.project)
     if args.json:
-        print_json({"host": host.name, "ok": ok, "checks": [r.to_dict() for r in results]})
+        print_json({"host": report.host, "ok": report.ok, "checks": report.checks})
     else:
-        print_table(f"check of host {host.name} ({host.kind.value})", ["check", "result", "detail", "s"],
-                    [(r.name, "ok" if r.ok else "FAILED", r.detail, f"{r.seconds:.2f}") for r in results])
-    return 0 if ok else 1
+        print_table(f"check of host {report.host} ({report.kind})", ["check", "result", "detail", "s"],
+                    [(r.name, "ok" if r.ok else "FAILED", r.detail, f"{r.seconds:.2f}") for r in report.checks])
+    return 0 if report.ok else 1
 

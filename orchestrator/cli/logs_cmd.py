@@ -11,18 +11,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from orchestrator.cli.output import err_console, print_json
-from orchestrator.cli.status_cmd import as_utc, in_start_order
-from orchestrator.errors import NotFoundError, UsageError
-from orchestrator.objects.params import suggest
-from orchestrator.project import Project
-from orchestrator.store import EventRecord, ProjectStore, RunRecord, StepRecord
+from orchestrator.cli.output import echo, listing, print_json
+from orchestrator.errors import UsageError
+
+if TYPE_CHECKING:  # the layer is imported by the handler: building the parser loads no store
+    from orchestrator.app.events import EventInfo
+    from orchestrator.app.logs import RunLogs
 
 EPILOG = """examples:
   orch logs myproj fanout-3                  every step's log, each under a header
@@ -33,8 +29,6 @@ EPILOG = """examples:
 
 exit codes: 0 shown, 3 no such project, run or step, 2 bad arguments.
 """
-
-FOLLOW_POLL_S = 0.25
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,10 +45,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_logs)
 
 
-def log_path(project: Project, run: RunRecord, step_name: str) -> Path:
-    return project.run_dir(run.name) / "logs" / f"{step_name}.log"
-
-
 def _logs(args: argparse.Namespace) -> int:
     try:
         return _show(args)
@@ -69,56 +59,33 @@ def _show(args: argparse.Namespace) -> int:
         raise UsageError("--json goes with --events (step logs are plain text)")
     if args.json and args.follow:
         raise UsageError("--json cannot follow; use --events -f for a live view")
-    project = Project.load(args.project)
-    with project.open_store() as store:
-        run = store.runs.get(args.run)
-        steps = in_start_order(store.steps.list(run.id))
-        if args.step is not None:
-            steps = [_find_step(run, steps, args.step)]
-        if args.events:
-            return _events(store, run, args, steps[0].id if args.step is not None else None)
-        tails = {step.name: _LogTail(log_path(project, run, step.name)) for step in steps}
-        if not args.follow:
-            _print_logs(tails, headers=args.step is None, steps=steps)
-            return 0
-        return _follow_logs(store, project, run, tails, headers=args.step is None, one_step=args.step)
+    from orchestrator.app import events, logs
 
-
-def _find_step(run: RunRecord, steps: Sequence[StepRecord], name: str) -> StepRecord:
-    for step in steps:
-        if step.name == name:
-            return step
-    names = [s.name for s in steps]
-    if not names:
-        raise NotFoundError(f"run {run.name} has no steps yet (it is {run.state})")
-    listed = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-    raise NotFoundError(f"run {run.name} has no step {name!r}{suggest(name, names)}; its steps: {listed}")
-
-
-# ---------------------------------------------------------------------- step logs
-@dataclass
-class _LogTail:
-    """A log file read from where the last read stopped; only whole lines until ``final``."""
-
-    path: Path
-    offset: int = 0
-    pending: bytes = b""
-
-    def read_new(self, final: bool = False) -> str:
-        try:
-            with open(self.path, "rb") as handle:
-                handle.seek(self.offset)
-                data = handle.read()
-        except FileNotFoundError:
-            data = b""
-        self.offset += len(data)
-        data = self.pending + data
-        if final:
-            self.pending = b""
+    if args.events:
+        if args.follow:
+            for event in events.follow_events(args.project, args.run, step=args.step):
+                _write(event_line(event) + "\n")
+        elif args.json:
+            print_json(events.list_events(args.project, args.run, step=args.step))
         else:
-            cut = data.rfind(b"\n") + 1
-            data, self.pending = data[:cut], data[cut:]
-        return data.decode("utf-8", errors="replace")
+            for event in events.list_events(args.project, args.run, step=args.step):
+                _write(event_line(event) + "\n")
+        return 0
+    if args.follow:
+        writer = _Writer(headers=args.step is None)
+        for item in logs.follow_logs(args.project, args.run, args.step):
+            if isinstance(item, logs.RunEnded):
+                echo(f"run {item.run} {item.state}", err=True)
+            else:
+                writer.write(item.step, item.text)
+        return 0
+    _print_logs(logs.read_logs(args.project, args.run, args.step), headers=args.step is None)
+    return 0
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 class _Writer:
@@ -141,92 +108,31 @@ class _Writer:
         sys.stdout.flush()
 
 
-def _print_logs(tails: dict[str, _LogTail], headers: bool, steps: Sequence[StepRecord]) -> None:
+def _print_logs(run_logs: RunLogs, headers: bool) -> None:
     writer = _Writer(headers)
     missing = []
-    for step in steps:
-        tail = tails[step.name]
-        if not tail.path.exists():
-            missing.append(f"{step.name} ({step.state})")
+    for log in run_logs.logs:
+        if not log.exists:
+            missing.append(f"{log.step} ({log.state})")
             continue
-        text = tail.read_new(final=True)
-        writer.write(step.name, text, always_header=True)
-        if not text and not headers:
-            err_console.print(f"step {step.name} ({step.state}) has written nothing to its log")
-    if missing and (not headers or len(missing) < len(steps)):
-        err_console.print(f"no log yet for: {', '.join(missing[:10])}"
-                          + (f" and {len(missing) - 10} more" if len(missing) > 10 else ""))
+        writer.write(log.step, log.text, always_header=True)
+        if not log.text and not headers:
+            echo(f"step {log.step} ({log.state}) has written nothing to its log", err=True)
+    if missing and (not headers or len(missing) < len(run_logs.logs)):
+        echo(f"no log yet for: {listing(missing)}", err=True)
     elif missing:
-        err_console.print("no step has written a log yet")
+        echo("no step has written a log yet", err=True)
 
 
-def _follow_logs(store: ProjectStore, project: Project, run: RunRecord, tails: dict[str, _LogTail],
-                 headers: bool, one_step: str | None) -> int:
-    writer = _Writer(headers)
-    while True:
-        current = store.runs.get(run.id)
-        final = current.run_state.is_final
-        if one_step is None:
-            for step in store.steps.list(run.id):  # steps appear when the scheduler plans the run
-                tails.setdefault(step.name, _LogTail(log_path(project, run, step.name)))
-        for name, tail in tails.items():
-            writer.write(name, tail.read_new(final=final))
-        if final:
-            err_console.print(f"run {run.name} {current.state}")
-            return 0
-        time.sleep(FOLLOW_POLL_S)
-
-
-# ---------------------------------------------------------------------- events
-def _events(store: ProjectStore, run: RunRecord, args: argparse.Namespace, step_id: int | None) -> int:
-    """Print the run's events (only one step's with ``step_id``), following them with -f."""
-    names = {step.id: step.name for step in store.steps.list(run.id)}
-
-    def wanted(events: list[EventRecord]) -> list[EventRecord]:
-        return events if step_id is None else [e for e in events if e.step_id == step_id]
-
-    if not args.follow:
-        events = wanted(store.events.list(run_id=run.id))
-        if args.json:
-            print_json([event_json(event, names) for event in events])
-        else:
-            for event in events:
-                sys.stdout.write(event_line(event, names) + "\n")
-        return 0
-    last_id = 0
-    while True:
-        final = store.runs.get(run.id).run_state.is_final  # read first: its final event is then in the list
-        events = store.events.list(run_id=run.id, after_id=last_id)
-        if events:
-            last_id = events[-1].id
-        for event in wanted(events):
-            if event.step_id is not None and event.step_id not in names:
-                names.update({step.id: step.name for step in store.steps.list(run.id)})
-            sys.stdout.write(event_line(event, names) + "\n")
-        sys.stdout.flush()
-        if final:
-            return 0
-        time.sleep(FOLLOW_POLL_S)
-
-
-def event_json(event: EventRecord, names: dict[int, str]) -> dict[str, Any]:
-    return {"id": event.id, "time": as_utc(event.time), "kind": event.kind,
-            "step": names.get(event.step_id) if event.step_id is not None else None,
-            "state": event.state, "host": event.host, "job_id": event.job_id, "message": event.message}
-
-
-def event_line(event: EventRecord, names: dict[int, str]) -> str:
-    when = as_utc(event.time)
-    stamp = when.astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if when else "-"
-    if event.step_id is not None:
-        what = f"step {names.get(event.step_id, f'#{event.step_id}')}"
-    else:
-        what = event.kind
+def event_line(event: EventInfo) -> str:
+    """``2025-03-01 12:00:00.000 step b failed on local - the error``; later lines of a message indented."""
+    stamp = event.time.astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if event.time else "-"
+    what = f"step {event.step}" if event.step is not None else event.kind
     parts = [stamp, what]
     if event.state:
         parts.append(event.state)
     if event.host:
         parts.append(f"on {event.host}" + (f" job {event.job_id}" if event.job_id else ""))
     if event.message:
-        parts.append("- " + event.message.rstrip().replace("\n", "\n    "))  # later lines indented
+        parts.append("- " + event.message.rstrip().replace("\n", "\n    "))
     return " ".join(parts)

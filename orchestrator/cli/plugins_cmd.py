@@ -10,19 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+from orchestrator.cli.output import echo, print_json, print_table, style
 
-from orchestrator.errors import NotFoundError
-from orchestrator.objects.params import suggest
-from orchestrator.plugins import Plugin, PluginLoadFailure, PluginRegistry, discover
-from orchestrator.protocol.base import Protocol
-
-STATE_OK = "ok"
-STATE_MISSING = "missing_programs"
-STATE_FAILED = "failed"
+if TYPE_CHECKING:  # the layer is imported by the handler: building the parser loads no plugin
+    from orchestrator.app.plugins import PluginInfo, ProtocolInfo
 
 
 def register(subparsers: Any) -> None:
@@ -41,118 +34,60 @@ def register(subparsers: Any) -> None:
     show.set_defaults(handler=show_plugin)
 
 
-def plugin_rows(registry: PluginRegistry) -> list[dict[str, Any]]:
-    """One JSON-ready row per entry point: loaded plugins first, then failures."""
-    rows = [_plugin_row(plugin) for plugin in registry.plugins.values()]
-    rows.extend(_failure_row(failure) for failure in registry.failures)
-    return rows
-
-
 def list_plugins(args: argparse.Namespace) -> int:
-    rows = plugin_rows(discover())
+    from orchestrator.app import plugins
+
+    rows = plugins.list_plugins()
     if args.json:
-        print(json.dumps({"plugins": rows}, indent=2))
+        print_json({"plugins": rows})
         return 0
-    table = Table(title="Plugins")
-    for column in ("Plugin", "Version", "Protocols", "State"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(row["name"], row["version"] or "-", str(row["protocol_count"]), _state_text(row))
-    console = Console(soft_wrap=True)
-    console.print(table)
+    print_table("Plugins", ["Plugin", "Version", "Protocols", "State"],
+                [(row.name, row.version or "-", row.protocol_count, _state_text(row)) for row in rows])
     if not rows:
-        console.print("No plugins installed (entry point group 'orchestrator.plugins').")
+        echo("No plugins installed (entry point group 'orchestrator.plugins').")
     for row in rows:
-        for missing in row["missing"]:
-            console.print(f"{row['name']}: {missing['name']} {missing['reason']}; {missing['how_to_get']}")
+        for missing in row.missing:
+            echo(f"{row.name}: {missing.name} {missing.reason}; {missing.how_to_get}")
     return 0
 
 
 def show_plugin(args: argparse.Namespace) -> int:
-    registry = discover()
-    plugin, protocols = _select(registry, args.name)
-    if plugin is None:
-        failure = next(f for f in registry.failures if f.entry_point == args.name)
-        row = _failure_row(failure)
-        if args.json:
-            print(json.dumps({"plugin": row, "protocols": []}, indent=2))
-        else:
-            Console(soft_wrap=True).print(f"[bold]{failure.entry_point}[/]: {_state_text(row)}")
-        return 0
-    described = [proto.describe() for proto in protocols]
+    from orchestrator.app import plugins
+
+    detail = plugins.show_plugin(args.name)
     if args.json:
-        print(json.dumps({"plugin": _plugin_row(plugin), "protocols": described}, indent=2))
+        print_json(detail)
         return 0
-    console = Console(soft_wrap=True)
-    row = _plugin_row(plugin)
-    console.print(f"[bold]{plugin.name}[/] {plugin.version}: {_state_text(row)}")
-    if plugin.description:
-        console.print(plugin.description)
-    for item in described:
-        console.print(_protocol_table(item))
+    plugin = detail.plugin
+    if plugin.state == plugins.STATE_FAILED:
+        echo(f"{style(plugin.name, 'bold')}: {_state_text(plugin)}")
+        return 0
+    echo(f"{style(plugin.name, 'bold')} {plugin.version}: {_state_text(plugin)}")
+    if detail.description:
+        echo(detail.description)
+    for protocol in detail.protocols:
+        _print_protocol(protocol)
     return 0
 
 
-def _select(registry: PluginRegistry, name: str) -> tuple[Plugin | None, list[type[Protocol]]]:
-    """A plugin and all its protocols, or the plugin of one protocol and just that protocol."""
-    if name in registry.plugins:
-        plugin = registry.plugins[name]
-        return plugin, list(plugin.protocols)
-    if name in registry.protocols():
-        return registry.plugin_of(name), [registry.protocol(name)]
-    if any(failure.entry_point == name for failure in registry.failures):
-        return None, []
-    known = list(registry.plugins) + list(registry.protocols())
-    plugins = ", ".join(registry.plugins) or "none"
-    raise NotFoundError(f"no plugin or protocol '{name}'{suggest(name, known)}; plugins: {plugins}")
+def _state_text(row: PluginInfo) -> str:
+    if row.state == "failed":
+        return f"{style('failed to import', 'red')} ({row.error})"
+    if row.state == "missing_programs":
+        return f"{style('missing programs', 'yellow')} ({', '.join(m.name for m in row.missing)})"
+    return style("ok", "green")
 
 
-def _plugin_row(plugin: Plugin) -> dict[str, Any]:
-    missing = plugin.check()
-    return {
-        "name": plugin.name,
-        "version": plugin.version,
-        "protocol_count": len(plugin.protocols),
-        "protocols": [proto.name for proto in plugin.protocols],
-        "state": STATE_MISSING if missing else STATE_OK,
-        "missing": [{"name": m.name, "how_to_get": m.how_to_get, "reason": m.reason} for m in missing],
-        "error": None,
-    }
-
-
-def _failure_row(failure: PluginLoadFailure) -> dict[str, Any]:
-    return {
-        "name": failure.entry_point,
-        "version": failure.version,
-        "protocol_count": 0,
-        "protocols": [],
-        "state": STATE_FAILED,
-        "missing": [],
-        "error": failure.error,
-        "target": failure.target,
-    }
-
-
-def _state_text(row: dict[str, Any]) -> str:
-    if row["state"] == STATE_FAILED:
-        return f"[red]failed to import[/] ({row['error']})"
-    if row["state"] == STATE_MISSING:
-        names = ", ".join(m["name"] for m in row["missing"])
-        return f"[yellow]missing programs[/] ({names})"
-    return "[green]ok[/]"
-
-
-def _protocol_table(item: dict[str, Any]) -> Table:
-    help_line = item["help"].splitlines()[0] if item["help"] else ""
-    outputs = ", ".join(f"{k}: {v}" for k, v in item["outputs"].items()) or "none"
-    table = Table(title=f"{item['name']} - {item['label']}", caption=f"{help_line}  outputs: {outputs}")
-    for column in ("Param", "Kind", "Default", "Condition", "Help"):
-        table.add_column(column)
-    for param in item["params"]:
+def _print_protocol(protocol: ProtocolInfo) -> None:
+    help_line = protocol.help.splitlines()[0] if protocol.help else ""
+    outputs = ", ".join(f"{k}: {v}" for k, v in protocol.outputs.items()) or "none"
+    rows = []
+    for param in protocol.params:
         if param["required"]:
             default = "(required)"
         else:
             default = "-" if param["default"] is None else json.dumps(param["default"])
         kind = param["kind"] + (f" -> {param['type_name']}" if param.get("type_name") else "")
-        table.add_row(param["name"], kind, default, param["condition"] or "", param["help"])
-    return table
+        rows.append((param["name"], kind, default, param["condition"] or "", param["help"]))
+    print_table(f"{protocol.name} - {protocol.label}", ["Param", "Kind", "Default", "Condition", "Help"], rows,
+                caption=f"{help_line}  outputs: {outputs}")

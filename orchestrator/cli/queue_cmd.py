@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from orchestrator.cli.output import add_json_flag, console, err_console, print_json, print_table
-from orchestrator.hosts.config.loader import load_hosts
+from orchestrator.cli.output import add_json_flag, echo, print_json, print_table
 from orchestrator.hosts.config.units import format_hms
-from orchestrator.hosts.queues.view import queue_rows
-from orchestrator.project import Project
 
 EPILOG = """examples:
   orch queue --project apoferritin              every queued or running batch job of the project
@@ -29,21 +26,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _queue(args: argparse.Namespace) -> int:
-    project = Project.load(args.project)
-    hosts = load_hosts(project.path)
-    with project.open_store() as store:
-        rows, errors = queue_rows(store, hosts, args.host, include_finished=args.all)
+    from orchestrator.app.queue import queue_jobs
+
+    report = queue_jobs(args.project, args.host, include_finished=args.all)
+    rows, errors = report.jobs, report.errors
     if args.json:
-        print_json({"project": project.name, "jobs": [r.to_dict() for r in rows], "errors": errors})
+        print_json(report)
         return 1 if errors else 0
     if not rows:
-        console.print(f"no batch jobs in project {project.name}" + (f" on host {args.host}" if args.host else ""))
+        echo(f"no batch jobs in project {report.project}" + (f" on host {args.host}" if args.host else ""))
     else:
-        print_table(f"batch jobs of project {project.name}",
+        print_table(f"batch jobs of project {report.project}",
                     ["host", "job id", "run", "step", "state", "partition", "elapsed", "node", "GPUs", "reason"],
                     [(r.host, r.job_id, r.run, r.step, r.state, r.partition,
                       format_hms(int(r.elapsed_s)) if r.elapsed_s is not None else None, r.node, r.gpus, r.reason)
                      for r in rows])
     for host, error in errors.items():
-        err_console.print(f"host {host}: the queue did not answer: {error}")
+        echo(f"host {host}: the queue did not answer: {error}", err=True)
     return 1 if errors else 0

@@ -10,24 +10,15 @@ with their outcome, so a script can trust the code: 0 finished, 1 failed, 4 canc
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from orchestrator.cli.output import echo, print_json, print_table, style
+from orchestrator.errors import UsageError
 
-from orchestrator.cli.output import console, err_console, print_json, print_table
-from orchestrator.cli.status_cmd import plain_rows
-from orchestrator.errors import OrchestratorError, UsageError
-from orchestrator.plugins import discover
-from orchestrator.project import Project
-from orchestrator.scheduler import planner
-from orchestrator.scheduler.control import restart_run
-from orchestrator.scheduler.daemon import ensure_daemon, running_pid
-from orchestrator.store import ProjectStore, RunRecord, RunState, StepState
-from orchestrator.workflow import load_workflow, submit_workflow
+if TYPE_CHECKING:  # the layer is imported by the handler: building the parser loads no store
+    from orchestrator.app.records import RunInfo
 
 EXIT_FINISHED = 0
 EXIT_FAILED = 1
@@ -45,10 +36,6 @@ EPILOG = """examples:
 exit codes (with --wait): 0 finished, 1 failed, 4 cancelled, 124 timed out;
   2 bad arguments or params, 3 no such project, protocol or run.
 """
-
-# How long --wait lets the scheduler be gone before starting it again (it may be between
-# an idle exit and the next start, or it crashed).
-DAEMON_GRACE_S = 5.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -80,33 +67,43 @@ def _run(args: argparse.Namespace) -> int:
     if args.describe:
         return _describe(args)
     _check_args(args)
-    project = Project.load(args.project)
-    registry = discover()
-    with project.open_store() as store:
+    from orchestrator.app import runs as app_runs
+    from orchestrator.app.access import open_project
+
+    start = not args.no_daemon
+    with open_project(args.project) as project:
         if args.workflow is not None:
-            runs = submit_workflow(load_workflow(args.workflow), registry, store, project, host=args.host)
+            queued = app_runs.submit_workflow(project, args.workflow, host=args.host, start_scheduler=start)
         elif args.restart is not None:
-            runs = [restart_run(store, args.restart)]
+            queued = [app_runs.restart_run(project, args.restart, start_scheduler=start)]
         else:
-            params = parse_params(args.params)
-            runs = [planner.create_run(store, project, registry, args.protocol, params, name=args.name,
-                                       host=args.host or "local")]
+            queued = [app_runs.submit_run(project, args.protocol, parse_params(args.params), name=args.name,
+                                          host=args.host, start_scheduler=start)]
         if not args.json:
-            for run in runs:
-                console.print(f"queued run [bold]{escape(run.name)}[/] (id {run.id}, {run.protocol})")
-        if not args.no_daemon:
-            _ensure_daemon(project)
+            for run in queued:
+                echo(f"queued run {style(run.name, 'bold')} (id {run.id}, {run.protocol})")
         if not (args.wait or args.timeout is not None):
             if args.json:
-                print_json({"runs": [_run_json(run) for run in runs]})
+                print_json({"runs": [_run_json(run) for run in queued]})
             return 0
-        final = wait_for_runs(store, project, [run.id for run in runs], args.timeout,
-                              restart_daemon=not args.no_daemon, show_progress=not args.json)
+        final = _wait(project, [run.id for run in queued], args.timeout, restart=start, bars=not args.json)
     if args.json:
         print_json({"runs": [_run_json(run) for run in final]})
     else:
         _print_outcome(final)
     return outcome_code(final)
+
+
+def _wait(project: Any, run_ids: list[int], timeout_s: float | None, *, restart: bool, bars: bool) -> list[RunInfo]:
+    from orchestrator.app.runs import wait_for_runs
+    from orchestrator.cli.progress import RunBars
+
+    def restarted(pid: int) -> None:
+        echo(f"the scheduler is not running: started it again (pid {pid})", err=True)
+
+    with RunBars(bars) as progress:
+        return wait_for_runs(project, run_ids, timeout_s, on_progress=progress.update, restart_scheduler=restart,
+                             on_scheduler_restart=restarted)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -137,36 +134,31 @@ def parse_params(items: Sequence[str]) -> dict[str, str]:
     return params
 
 
-def _ensure_daemon(project: Project) -> int:
-    try:
-        return ensure_daemon(project)
-    except RuntimeError as exc:  # the scheduler process died at start: its log says why
-        raise OrchestratorError(f"cannot start the scheduler of project {project.name}: {exc}") from None
-
-
 def _describe(args: argparse.Namespace) -> int:
     # `orch run PROTOCOL --describe` works too: a lone positional is then the protocol
     name = args.protocol or args.project
     if args.params:
         raise UsageError("--describe takes no params")
-    info = discover().protocol(name).describe()
+    from orchestrator.app.plugins import describe_protocol
+
+    info = describe_protocol(name)
     if args.json:
         print_json(info)
         return 0
-    console.print(f"[bold]{info['name']}[/] - {escape(info['label'])}")
-    if info["help"]:
-        console.print(escape(info["help"]))
+    echo(f"{style(info.name, 'bold')} - {info.label}")
+    if info.help:
+        echo(info.help)
     rows = []
-    for param in info["params"]:
+    for param in info.params:
         default = "(required)" if param["required"] else ("" if param["default"] is None else param["default"])
         kind = param["kind"] + (f" -> {param['type_name']}" if param.get("type_name") else "")
         extra = f" [only if {param['condition']}]" if param.get("condition") else ""
         rows.append((param["name"], kind, _json_text(default), (param["help"] or "") + extra))
-    print_table("params (KEY=VALUE)", ["name", "type", "default", "help"], plain_rows(rows))
-    if info["outputs"]:
-        console.print("outputs: " + ", ".join(f"{name} ({kind})" for name, kind in info["outputs"].items()))
-    if info["citations"]:
-        console.print(f"citations: {len(info['citations'])} (see `orch plugins show {info['name']}`)")
+    print_table("params (KEY=VALUE)", ["name", "type", "default", "help"], rows)
+    if info.outputs:
+        echo("outputs: " + ", ".join(f"{name} ({kind})" for name, kind in info.outputs.items()))
+    if info.citations:
+        echo(f"citations: {len(info.citations)} (see `orch plugins show {info.name}`)")
     return 0
 
 
@@ -176,90 +168,30 @@ def _json_text(value: Any) -> str:
     return str(value)
 
 
-# ---------------------------------------------------------------------- waiting
-def outcome_code(runs: Sequence[RunRecord]) -> int:
+# ---------------------------------------------------------------------- outcome
+def outcome_code(runs: Sequence[RunInfo]) -> int:
     """One exit code for runs waited on: not all done -> 124, else failed > cancelled > finished."""
-    states = {run.run_state for run in runs}
-    if any(not state.is_final for state in states):
-        return EXIT_TIMED_OUT
-    if RunState.FAILED in states:
-        return EXIT_FAILED
-    if RunState.CANCELLED in states:
-        return EXIT_CANCELLED
-    return EXIT_FINISHED
+    from orchestrator.app.runs import outcome
+
+    combined = outcome(runs)
+    return EXIT_TIMED_OUT if combined is None else EXIT_CODES[combined.value]
 
 
-def wait_for_runs(store: ProjectStore, project: Project, run_ids: Sequence[int], timeout_s: float | None,
-                  *, restart_daemon: bool = True, show_progress: bool = True,
-                  poll_s: float = 0.25) -> list[RunRecord]:
-    """Follow runs in the store until all are final or ``timeout_s`` passes; their last records.
-
-    With ``restart_daemon`` a scheduler that is gone while runs are still queued or running
-    (it crashed, or idled out just as they were queued) is started again.
-    """
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    gone_since: float | None = None
-    with _RunProgress(show_progress) as progress:
-        while True:
-            runs = [store.runs.get(run_id) for run_id in run_ids]
-            for run in runs:
-                progress.update(run, store.steps.counts(run.id))
-            if all(run.run_state.is_final for run in runs):
-                return runs
-            if deadline is not None and time.monotonic() >= deadline:
-                return runs
-            if restart_daemon:
-                if running_pid(project) is not None:
-                    gone_since = None
-                elif gone_since is None:
-                    gone_since = time.monotonic()
-                elif time.monotonic() - gone_since > DAEMON_GRACE_S:
-                    err_console.print("the scheduler is not running: starting it again")
-                    _ensure_daemon(project)
-                    gone_since = None
-            time.sleep(poll_s)
+EXIT_CODES = {"finished": EXIT_FINISHED, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
 
 
-class _RunProgress:
-    """One rich progress bar per run: finished steps out of the run's steps."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
-            console=err_console, disable=not enabled, transient=False)
-        self.tasks: dict[int, TaskID] = {}
-
-    def __enter__(self) -> _RunProgress:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def update(self, run: RunRecord, counts: dict[str, int]) -> None:
-        total = sum(counts.values())
-        finished = counts.get(StepState.FINISHED.value, 0)
-        others = ", ".join(f"{counts[s.value]} {s.value}" for s in StepState
-                           if s is not StepState.FINISHED and counts.get(s.value))
-        detail = run.state + (f" ({others})" if others else "")
-        if run.id not in self.tasks:
-            self.tasks[run.id] = self.progress.add_task(escape(run.name), total=total or None, detail=detail)
-        self.progress.update(self.tasks[run.id], completed=finished, total=total or None, detail=detail)
-
-
-def _print_outcome(runs: Sequence[RunRecord]) -> None:
+def _print_outcome(runs: Sequence[RunInfo]) -> None:
     for run in runs:
-        if run.run_state is RunState.FINISHED:
-            console.print(f"run [bold]{escape(run.name)}[/] finished")
+        if run.state == "finished":
+            echo(f"run {style(run.name, 'bold')} finished")
         elif run.run_state.is_final:
-            reason = f": {escape(run.error.splitlines()[0])}" if run.error else ""
-            err_console.print(f"run [bold]{escape(run.name)}[/] {run.state}{reason}")
+            reason = f": {run.error.splitlines()[0]}" if run.error else ""
+            echo(f"run {style(run.name, 'bold', err=True)} {run.state}{reason}", err=True)
         else:
-            err_console.print(f"run [bold]{escape(run.name)}[/] is still {run.state}: timed out waiting "
-                              f"(follow it with `orch status` / `orch logs -f`)")
+            echo(f"run {style(run.name, 'bold', err=True)} is still {run.state}: timed out waiting "
+                 f"(follow it with `orch status` / `orch logs -f`)", err=True)
 
 
-def _run_json(run: RunRecord) -> dict[str, Any]:
+def _run_json(run: RunInfo) -> dict[str, Any]:
     return {"id": run.id, "name": run.name, "protocol": run.protocol, "state": run.state,
             "params": run.params, "error": run.error}

@@ -1,12 +1,10 @@
-"""``orch sets PROJECT`` and ``orch sets show PROJECT SET_ID --where ...``: look into stored sets."""
+"""``orch sets PROJECT`` and ``orch sets PROJECT --show SET_ID --where ...``: look into stored sets."""
 
 from __future__ import annotations
 
 import argparse
 
 from orchestrator.cli.output import add_json_flag, print_json, print_table
-from orchestrator.project import Project
-from orchestrator.store.set_query import parse_condition
 
 EPILOG = """examples:
   orch sets myproj                                  every set with its type and size
@@ -24,35 +22,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="COLUMN=V, COLUMN=A,B, COLUMN=LOW..HIGH, COLUMN<=V, COLUMN>=V (repeatable)")
     parser.add_argument("--columns", help="comma-separated columns to show")
     parser.add_argument("--limit", type=int, default=20, help="items to show (default 20)")
+    parser.add_argument("--offset", type=int, default=0, help="matching items to skip first (default 0)")
     add_json_flag(parser)
     parser.set_defaults(handler=_sets)
 
 
 def _sets(args: argparse.Namespace) -> int:
-    project = Project.load(args.project)
-    with project.open_store() as store:
-        if args.show is None:
-            sets = store.list_sets()
-            if args.json:
-                print_json(sets)
-            else:
-                print_table("sets", ["id", "run", "name", "type", "size", "stream"],
-                            [(s["id"], s["run_id"], s["name"], s["item_type"], s["size"], s["stream_state"])
-                             for s in sets])
-            return 0
-        item_set = store.get_set(args.show)
-        conditions = [parse_condition(text) for text in args.where]
-        names = args.columns.split(",") if args.columns else item_set.schema.names
-        rows: list[dict[str, object]] = []
-        for block in item_set.iter_blocks(names, conditions):
-            count = min(len(block[names[0]]), args.limit - len(rows))
-            rows.extend({name: block[name][i].item() if hasattr(block[name][i], "item") else block[name][i]
-                         for name in names} for i in range(count))
-            if len(rows) >= args.limit:
-                break
+    from orchestrator.app import sets
+
+    if args.show is None:
+        listed = sets.list_sets(args.project)
+        if args.json:
+            print_json(listed)
+        else:
+            print_table("sets", ["id", "run", "name", "type", "size", "stream"],
+                        [(s.id, s.run_id, s.name, s.item_type, s.size, s.stream_state) for s in listed])
+        return 0
+    columns = args.columns.split(",") if args.columns else None
+    page = sets.query_set(args.project, args.show, args.where, columns, offset=args.offset, limit=args.limit)
     if args.json:
-        print_json(rows)
+        print_json(page.items)
     else:
-        print_table(f"set {item_set.id} {item_set.name} ({item_set.item_type})", names,
-                    [[r[n] for n in names] for r in rows])
+        print_table(f"set {page.set.id} {page.set.name} ({page.set.item_type})", page.columns,
+                    [[item[name] for name in page.columns] for item in page.items])
     return 0

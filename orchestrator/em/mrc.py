@@ -13,6 +13,7 @@ reads a few images from it.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -23,6 +24,8 @@ from pathlib import Path
 import mrcfile
 import mrcfile.utils
 import numpy as np
+from mrcfile.constants import MAP_ID
+from mrcfile.dtypes import HEADER_DTYPE
 
 from orchestrator.em.errors import MrcFormatError
 
@@ -73,8 +76,8 @@ class MrcInfo:
 
     @property
     def data_bytes(self) -> int:
-        """Size of the data block that the header promises."""
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        """Size of the data block that the header promises (Python ints: 2^64 voxels do not wrap)."""
+        return math.prod(self.shape) * self.dtype.itemsize
 
     def describe(self) -> str:
         """Shape and type as a user reads it (x first): '64x64x500 float32'."""
@@ -86,32 +89,41 @@ def read_header(path: str | os.PathLike[str]) -> MrcInfo:
     """Read and check only the header (1 KiB): shape, voxel size, mode, data type.
 
     Raises :class:`MrcFormatError` when the file is missing, is not an MRC file, or is shorter
-    or longer than its header says.
+    or longer than its header says. The header is decoded here, not by mrcfile, because mrcfile
+    allocates the extended header (``nsymbt`` bytes, up to 2 GiB) before anything is checked;
+    every size is compared with the file's real size first, in Python integers that cannot wrap.
     """
     path = Path(path)
-    with _mrcfile_errors(path):
-        with mrcfile.open(path, mode="r", permissive=False, header_only=True) as mrc:
-            header = mrc.header
-            try:
-                dtype = mrcfile.utils.data_dtype_from_header(header)
-            except ValueError as err:
-                raise MrcFormatError(
-                    f"{path}: unsupported or corrupt data mode {int(header.mode)} ({err})"
-                ) from err
-            shape = tuple(int(n) for n in mrcfile.utils.data_shape_from_header(header))
-            voxel = mrc.voxel_size
-            info = MrcInfo(
-                path=path,
-                shape=_as_3d(path, shape),
-                voxel_size=(float(voxel.x), float(voxel.y), float(voxel.z)),
-                mode=int(header.mode),
-                dtype=np.dtype(dtype),
-                space_group=int(header.ispg),
-                data_offset=_HEADER_BYTES + int(header.nsymbt),
-            )
-    if any(n < 0 for n in info.shape):
-        raise MrcFormatError(f"{path}: header is corrupt: negative dimensions {info.describe()}")
-    _check_size(info)
+    header, file_size = _raw_header(path)
+    try:
+        dtype = np.dtype(mrcfile.utils.data_dtype_from_header(header))
+    except ValueError as err:
+        raise MrcFormatError(
+            f"{path}: unsupported or corrupt data mode {int(header.mode)} (header field mode: {err})"
+        ) from err
+    dims = {"nx": int(header.nx), "ny": int(header.ny), "nz": int(header.nz)}
+    negative = [f"{field}={n}" for field, n in dims.items() if n < 0]
+    if negative:
+        raise MrcFormatError(f"{path}: header is corrupt: negative dimensions ({', '.join(negative)})")
+    space_group = int(header.ispg)
+    if mrcfile.utils.spacegroup_is_volume_stack(space_group):
+        raise MrcFormatError(
+            f"{path}: unsupported MRC space group ispg={space_group} (volume stacks are not supported)"
+        )
+    extended = int(header.nsymbt)
+    if extended < 0:
+        raise MrcFormatError(f"{path}: header is corrupt: negative extended header size nsymbt={extended}")
+    shape = tuple(int(n) for n in mrcfile.utils.data_shape_from_header(header))
+    info = MrcInfo(
+        path=path,
+        shape=_as_3d(path, shape),
+        voxel_size=_voxel_size(header),
+        mode=int(header.mode),
+        dtype=dtype,
+        space_group=space_group,
+        data_offset=_HEADER_BYTES + extended,
+    )
+    _check_size(info, file_size)
     return info
 
 
@@ -236,9 +248,53 @@ def _as_3d(path: Path, shape: tuple[int, ...]) -> tuple[int, int, int]:
     raise MrcFormatError(f"{path}: unsupported MRC data shape {shape} (volume stacks are not supported)")
 
 
-def _check_size(info: MrcInfo) -> None:
-    """Compare the data block the header promises with what the file holds."""
-    present = info.path.stat().st_size - info.data_offset
+def _raw_header(path: Path) -> tuple[np.recarray, int]:
+    """The 1024-byte header in the file's byte order, and the file's size in bytes.
+
+    Mirrors mrcfile's own checks (the ``MAP`` identifier, the machine stamp), so a file that
+    passes here opens in mrcfile with ``permissive=False``.
+    """
+    try:
+        with path.open("rb") as stream:
+            file_size = os.fstat(stream.fileno()).st_size
+            raw = stream.read(_HEADER_BYTES)
+    except FileNotFoundError as err:
+        raise MrcFormatError(f"{path}: file does not exist") from err
+    except IsADirectoryError as err:
+        raise MrcFormatError(f"{path}: is a directory, not an MRC file") from err
+    except OSError as err:
+        raise MrcFormatError(f"{path}: cannot be read: {err.strerror or err}") from err
+    except ValueError as err:  # a NUL in the name (from a STAR file, say): no file can have it
+        raise MrcFormatError(f"{str(path)!r}: not a valid file name ({err})") from err
+    if len(raw) < _HEADER_BYTES:
+        raise MrcFormatError(f"{path}: {_explain('enough bytes for MRC header')}")
+    header = np.frombuffer(raw, dtype=HEADER_DTYPE).reshape(()).view(np.recarray)
+    if bytes(header.map)[:3] != MAP_ID[:3]:
+        raise MrcFormatError(f"{path}: {_explain('Map ID string not found')}")
+    try:
+        byte_order = mrcfile.utils.byte_order_from_machine_stamp(header.machst)
+    except ValueError as err:
+        raise MrcFormatError(f"{path}: {_explain(str(err))}") from err
+    return header.view(HEADER_DTYPE.newbyteorder(byte_order)).view(np.recarray), file_size
+
+
+def _voxel_size(header: np.recarray) -> tuple[float, float, float]:
+    """Cell size over sampling per axis (Å); 0 where the header does not say (mx = 0, no cell)."""
+    sizes = []
+    for cell, sampling in ((header.cella.x, header.mx), (header.cella.y, header.my), (header.cella.z, header.mz)):
+        length, count = float(cell), int(sampling)
+        sizes.append(length / count if count > 0 and math.isfinite(length) and length > 0 else 0.0)
+    return (sizes[0], sizes[1], sizes[2])
+
+
+def _check_size(info: MrcInfo, file_size: int) -> None:
+    """Compare the extended header and data block the header promises with what the file holds."""
+    if info.data_offset > file_size:
+        raise MrcFormatError(
+            f"{info.path}: file is truncated: header says {info.data_offset - _HEADER_BYTES} bytes of "
+            f"extended header (nsymbt) but the file holds {file_size} bytes in all"
+        )
+    present = file_size - info.data_offset
     expected = info.data_bytes
     if present < expected:
         raise MrcFormatError(

@@ -32,6 +32,7 @@ from orchestrator.em.mrc import read_header
 from orchestrator.em.optics import Optics
 from orchestrator.em.particle_columns import PARTICLE_DTYPES, complete_particles
 from orchestrator.em.star import StarFile, read_star, write_star
+from orchestrator.errors import OrchestratorError
 
 __all__ = ["particles_to_star", "star_to_particles", "optics_to_star", "star_to_optics"]
 
@@ -117,8 +118,7 @@ def star_to_particles(
     particles: dict[str, np.ndarray] = {}
     for ours, theirs in _DIRECT.items():
         if theirs in rows:
-            numeric = PARTICLE_DTYPES[ours].kind != "U" and rows[theirs].dtype.kind == "U"
-            particles[ours] = _floats(star, rows, theirs) if numeric else rows[theirs]
+            particles[ours] = _typed(star, rows, theirs, PARTICLE_DTYPES[ours])
     if "rlnImageName" in rows:
         particles["image_index"], particles["image_path"] = _parse_names(star, rows["rlnImageName"])
     if "micrograph_id" not in particles and "micrograph_name" in particles:
@@ -155,27 +155,46 @@ def optics_to_star(optics: Sequence[Optics]) -> dict[str, np.ndarray]:
 
 
 def star_to_optics(star: StarFile) -> list[Optics]:
-    """The optics groups of a RELION 3.1 STAR file's ``data_optics`` block."""
+    """The optics groups of a RELION 3.1 STAR file's ``data_optics`` block.
+
+    Every value is checked against its column's meaning (group numbers 1..32767, finite
+    optical constants, a whole image size), with an error naming the file and the column.
+    """
     table = star.loop("optics")
     n = len(next(iter(table.values()), ()))
-    groups = star.column("optics", "rlnOpticsGroup")
+    star.column("optics", "rlnOpticsGroup")  # a missing column is named before anything else
+    groups = _typed(star, table, "rlnOpticsGroup", PARTICLE_DTYPES["optics_group"], "optics")
     names = table.get("rlnOpticsGroupName", np.array([f"opticsGroup{g}" for g in groups]))
-    sizes = table.get("rlnImageSize", np.zeros(n, dtype=np.int64))
-    try:
-        return [
-            Optics(
-                group=int(groups[i]),
-                name=str(names[i]),
-                voltage_kv=float(star.column("optics", "rlnVoltage")[i]),
-                cs_mm=float(star.column("optics", "rlnSphericalAberration")[i]),
-                amplitude_contrast=float(star.column("optics", "rlnAmplitudeContrast")[i]),
-                pixel_size_a=float(star.column("optics", "rlnImagePixelSize")[i]),
-                image_size=int(sizes[i]),
+    sizes = (
+        _typed(star, table, "rlnImageSize", np.dtype(np.int32), "optics")
+        if "rlnImageSize" in table
+        else np.zeros(n, dtype=np.int32)
+    )
+    optical = {
+        label: _finite(star, table, label, "optics")
+        for label in ("rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast", "rlnImagePixelSize")
+    }
+    optics: list[Optics] = []
+    for i in range(n):
+        try:
+            optics.append(
+                Optics(
+                    group=int(groups[i]),
+                    name=str(names[i]),
+                    voltage_kv=float(optical["rlnVoltage"][i]),
+                    cs_mm=float(optical["rlnSphericalAberration"][i]),
+                    amplitude_contrast=float(optical["rlnAmplitudeContrast"][i]),
+                    pixel_size_a=float(optical["rlnImagePixelSize"][i]),
+                    image_size=int(sizes[i]),
+                )
             )
-            for i in range(n)
-        ]
-    except ValueError as err:  # a text value in a numeric column
-        raise RelionConversionError(f"{star.path}, data_optics: {err}") from err
+        except OrchestratorError as err:  # the data model's own checks (group numbers from 1)
+            raise RelionConversionError(f"{star.path}, data_optics, row {i + 1}: _rlnOpticsGroup: {err}") from err
+    try:
+        _groups_by_number(optics)
+    except RelionConversionError as err:
+        raise RelionConversionError(f"{star.path}, data_optics: _rlnOpticsGroup: {err}") from err
+    return optics
 
 
 def _is_set(values: np.ndarray) -> bool:
@@ -224,17 +243,20 @@ def _shifts_in_pixels(
     for ours, axis in _SHIFTS:
         if f"rlnOrigin{axis}Angst" in rows:
             if pixel_size is None:
-                pixel_size = _pixel_sizes(group_column, _groups_by_number(optics), where=str(star.path))
+                where = f"{star.path}, data_particles, column _rlnOpticsGroup"
+                pixel_size = _pixel_sizes(group_column, _groups_by_number(optics), where=where)
                 if (pixel_size <= 0).any():
                     raise RelionConversionError(
-                        f"{star.path}: shifts are in Å but an optics group has no pixel size"
+                        f"{star.path}: shifts (_rlnOrigin{axis}Angst) are in Å but an optics group has no "
+                        "pixel size (_rlnImagePixelSize 0 or less)"
                     )
             values = _floats(star, rows, f"rlnOrigin{axis}Angst") / pixel_size
         elif f"rlnOrigin{axis}" in rows:
             values = _floats(star, rows, f"rlnOrigin{axis}") * (scale or 1.0)
         else:
             continue
-        shifts[ours] = np.asarray(values, dtype=np.float64).astype(PARTICLE_DTYPES[ours])
+        label = f"rlnOrigin{axis}Angst" if f"rlnOrigin{axis}Angst" in rows else f"rlnOrigin{axis}"
+        shifts[ours] = _in_range(star, label, np.asarray(values, dtype=np.float64), PARTICLE_DTYPES[ours])
     return shifts
 
 
@@ -257,9 +279,17 @@ def _optics_from_rows(
     rows = dict(star.loop(block))
     n = len(next(iter(rows.values()), ()))
     if "rlnDetectorPixelSize" in rows and "rlnMagnification" in rows:
-        pixel = _floats(star, rows, "rlnDetectorPixelSize") * 1e4 / _floats(star, rows, "rlnMagnification")
+        detector = _finite(star, rows, "rlnDetectorPixelSize", block)
+        magnification = _finite(star, rows, "rlnMagnification", block)
+        if (magnification <= 0).any():
+            row = int(np.flatnonzero(magnification <= 0)[0])
+            raise RelionConversionError(
+                f"{star.path}, data_{block}, row {row + 1}: _rlnMagnification must be positive, "
+                f"got {magnification[row]:g}"
+            )
+        pixel = detector * 1e4 / magnification
     elif "rlnImagePixelSize" in rows:
-        pixel = _floats(star, rows, "rlnImagePixelSize")
+        pixel = _finite(star, rows, "rlnImagePixelSize", block)
     elif pixel_size is not None:
         pixel = np.full(n, pixel_size)
     else:
@@ -269,7 +299,7 @@ def _optics_from_rows(
         )
     optical = np.stack(
         [
-            _floats(star, rows, label, block)
+            _finite(star, rows, label, block)
             for label in ("rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast")
         ]
         + [pixel],
@@ -304,13 +334,13 @@ def _image_size(star: StarFile, rows: Mapping[str, np.ndarray]) -> int:
     """
     if "rlnImageName" not in rows or len(rows["rlnImageName"]) == 0:
         return 0
-    _, paths = parse_image_names(rows["rlnImageName"][:1])
+    _, paths = _parse_names(star, rows["rlnImageName"][:1])
     for candidate in (Path(paths[0]), star.path.parent / paths[0]):
-        if candidate.is_file():
-            try:
+        try:
+            if candidate.is_file():
                 return read_header(candidate).shape[-1]
-            except MrcFormatError:
-                return 0
+        except (MrcFormatError, OSError):  # unreadable or a name the system refuses (too long)
+            return 0
     return 0
 
 
@@ -326,6 +356,64 @@ def _floats(
         raise RelionConversionError(
             f"{star.path}: column _{label} holds text where numbers belong ({err})"
         ) from err
+
+
+def _finite(star: StarFile, rows: Mapping[str, np.ndarray], label: str, block: str) -> np.ndarray:
+    """A numeric column that must hold finite numbers (optical constants)."""
+    values = _floats(star, rows, label, block)
+    if not np.isfinite(values).all():
+        row = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise RelionConversionError(
+            f"{star.path}, data_{block}, row {row + 1}: _{label} must be a finite number, got {values[row]}"
+        )
+    return values
+
+
+def _typed(
+    star: StarFile, rows: Mapping[str, np.ndarray], label: str, dtype: np.dtype, block: str = "particles"
+) -> np.ndarray:
+    """A column converted to the type of the field it fills, with errors naming the RELION label.
+
+    Text stays text; numbers must be numbers, and whole numbers in range where the field is an
+    integer (a class number of 1e300 or a group of 99999999999 is an error, not a wrapped value).
+    """
+    if dtype.kind == "U":
+        return np.asarray(rows[label]).astype(str)
+    values = rows[label]
+    if values.dtype.kind == "U" or dtype.kind not in "iub":
+        values = _floats(star, rows, label, block)
+    if dtype.kind in "iub" and values.size and values.dtype.kind == "f":
+        fractional = ~np.isfinite(values) | (values != np.trunc(values))
+        if fractional.any():
+            row = int(np.flatnonzero(fractional)[0])
+            raise RelionConversionError(
+                f"{star.path}, data_{block}, row {row + 1}: _{label} must be a whole number, got {values[row]}"
+            )
+    return _in_range(star, label, values, dtype, block)
+
+
+def _in_range(
+    star: StarFile, label: str, values: np.ndarray, dtype: np.dtype, block: str = "particles"
+) -> np.ndarray:
+    """``values`` as ``dtype``, refusing any that do not fit (a finite 1e300 would become inf)."""
+    low: float
+    high: float
+    if dtype.kind in "iu" and values.size:
+        info = np.iinfo(dtype)
+        low, high = int(info.min), int(info.max)
+        outside = (values < low) | (values > high)
+    elif dtype.kind == "f" and values.size:
+        low, high = -float(np.finfo(dtype).max), float(np.finfo(dtype).max)
+        outside = np.isfinite(values) & (np.abs(values) > high)
+    else:
+        return values.astype(dtype)
+    if outside.any():
+        row = int(np.flatnonzero(outside)[0])
+        raise RelionConversionError(
+            f"{star.path}, data_{block}, row {row + 1}: _{label} value {values[row]} is out of range "
+            f"for {dtype.name} ({low:g}..{high:g})"
+        )
+    return values.astype(dtype)
 
 
 def _parse_names(star: StarFile, names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import re
 import warnings
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,8 @@ _FIRST_ROW = re.compile(r"\S[^\n]*")
 # so 'it's' is one value; '#' starts a comment only at the start of a token.
 _TOKEN = re.compile(r"""(?:'(.*?)'|"(.*?)")(?=\s|$)|(#)|(\S+)""")
 _INT = re.compile(r"[+-]?\d+")
+_INFINITY_WORDS = frozenset({"inf", "infinity"})
+_INFINITY = re.compile(r"[+-]?(?:inf|infinity)", re.IGNORECASE)
 
 
 class StarFile(dict[str, dict[str, Any]]):
@@ -134,6 +137,8 @@ def read_star(
         raise StarFormatError(f"{path}: not a STAR file (not UTF-8 text: byte {err.start})") from err
     except OSError as err:
         raise StarFormatError(f"{path}: cannot be read: {err.strerror or err}") from err
+    except ValueError as err:  # a NUL in the name: no file can have it
+        raise StarFormatError(f"{str(path)!r}: not a valid file name ({err})") from err
     return _Parser(path, text, frozenset(str_columns)).parse()
 
 
@@ -195,7 +200,14 @@ class _Parser:
             raise self.error(line_no, f"key _{key} {what}")
         if key in block:
             raise self.error(line_no, f"key _{key} appears twice")
-        block[key] = tokens[1] if key in self.str_columns else _scalar(tokens[1])
+        block[key] = tokens[1] if key in self.str_columns else self.scalar(tokens[1], key, line_no)
+
+    def scalar(self, token: str, key: str, line_no: int) -> Scalar:
+        """A pair's value typed like loop columns; a number beyond float64 is an error, not inf."""
+        value = _scalar(token)
+        if isinstance(value, float) and math.isinf(value) and not _INFINITY.fullmatch(token):
+            raise self.error(line_no, f"key _{key}: {_out_of_range(token)}")
+        return value
 
     def read_loop(self, pos: int, loop_line: int) -> tuple[int, int]:
         """Read a loop's column labels and rows; return the position and number of the last line."""
@@ -236,8 +248,52 @@ class _Parser:
         if not ('"' in body or "'" in body or "#" in body):
             frame = self.fast_rows(body, first_line, columns)
             if frame is not None:
-                return {name: self.typed(frame[name].to_numpy(), name) for name in columns}
-        return self.slow_rows(body, first_line, columns)
+                typed = {name: self.typed(frame[name].to_numpy(), name) for name in columns}
+                self.check_in_range(typed, body, first_line, lambda name: self.fast_texts(body, columns, name))
+                return typed
+        texts = self.slow_rows(body, first_line, columns)
+        typed = {name: self.typed(values, name) for name, values in texts.items()}
+        self.check_in_range(typed, body, first_line, texts.__getitem__)
+        return typed
+
+    def check_in_range(
+        self,
+        typed: dict[str, np.ndarray],
+        body: str,
+        first_line: int,
+        texts_of: Callable[[str], np.ndarray],
+    ) -> None:
+        """Refuse numbers that overflowed float64 (``1e999``, 5,000 digits) instead of keeping inf.
+
+        Only a column that holds an infinity pays for a second look at its text, where a
+        written ``inf`` (which RELION may write) is told from a number too large to store.
+        """
+        for name, values in typed.items():
+            if values.dtype.kind != "f" or not np.isinf(values).any():
+                continue
+            texts = np.char.lower(np.char.lstrip(texts_of(name).astype(str), "+-"))
+            overflowed = np.isinf(values) & ~np.isin(texts, list(_INFINITY_WORDS))
+            if overflowed.any():
+                row = int(np.flatnonzero(overflowed)[0])
+                line_no, tokens = _row_at(body, first_line, row, self)
+                token = tokens[list(typed).index(name)]
+                raise self.error(line_no, f"column _{name}: {_out_of_range(token)}")
+
+    def fast_texts(self, body: str, columns: list[str], name: str) -> np.ndarray:
+        """One column of a plain loop as text (pandas again, for the rare column holding inf)."""
+        frame = pd.read_csv(
+            io.BytesIO(body.encode("utf-8")),
+            sep=r"\s+",
+            header=None,
+            names=columns,
+            usecols=[name],
+            index_col=False,
+            dtype=str,
+            engine="c",
+            na_filter=False,
+            quoting=csv.QUOTE_NONE,
+        )
+        return frame[name].to_numpy(dtype=str)
 
     def fast_rows(self, body: str, first_line: int, columns: list[str]) -> pd.DataFrame | None:
         """Parse with pandas; None when a row has the wrong field count (slow_rows says where)."""
@@ -273,6 +329,7 @@ class _Parser:
         return frame
 
     def slow_rows(self, body: str, first_line: int, columns: list[str]) -> dict[str, np.ndarray]:
+        """The rows' values as text, column by column (typed by the caller)."""
         values: list[list[str]] = [[] for _ in columns]
         for offset, line in enumerate(body.split("\n")):
             tokens = _tokens(line, self, first_line + offset)
@@ -285,10 +342,7 @@ class _Parser:
                 )
             for column, token in zip(values, tokens, strict=True):
                 column.append(token)
-        return {
-            name: self.typed(np.array(vals, dtype=str), name)
-            for name, vals in zip(columns, values, strict=True)
-        }
+        return {name: np.array(vals, dtype=str) for name, vals in zip(columns, values, strict=True)}
 
     def typed(self, values: np.ndarray, name: str) -> np.ndarray:
         """int64 or float64 where every value is a number, str otherwise (or when asked)."""
@@ -313,6 +367,22 @@ def _line_at(text: str, pos: int) -> tuple[str, int]:
     return text[pos:end], end + 1
 
 
+def _row_at(body: str, first_line: int, row: int, parser: _Parser) -> tuple[int, list[str]]:
+    """Line number and values of the ``row``-th row (0-based) of a loop body; for messages."""
+    for offset, line in enumerate(body.split("\n")):
+        tokens = _tokens(line, parser, first_line + offset)
+        if tokens:
+            if row == 0:
+                return first_line + offset, tokens
+            row -= 1
+    raise AssertionError(f"row {row} beyond the loop")  # pragma: no cover - rows come from this body
+
+
+def _out_of_range(token: str) -> str:
+    shown = token if len(token) <= 24 else f"{token[:12]}...{token[-6:]} ({len(token)} characters)"
+    return f"the number {shown} is out of range (larger than a 64-bit float holds)"
+
+
 def _tokens(line: str, parser: _Parser, line_no: int) -> list[str]:
     """Split one line into values, dropping a trailing comment and the quotes around values."""
     tokens: list[str] = []
@@ -332,7 +402,10 @@ def _tokens(line: str, parser: _Parser, line_no: int) -> list[str]:
 def _scalar(token: str) -> Scalar:
     """A key-value pair's value, typed like loop columns."""
     if _INT.fullmatch(token):
-        return int(token)
+        try:
+            return int(token)
+        except ValueError:  # more digits than Python converts (4,300): a float, or out of range
+            pass
     if "_" not in token:  # Python's float() accepts "1_0", STAR does not mean a number by it
         try:
             return float(token)

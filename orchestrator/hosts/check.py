@@ -8,14 +8,13 @@ plain machines, the queue's own GPU declaration on clusters).
 from __future__ import annotations
 
 import posixpath
-import re
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from orchestrator.hosts.config.model import HostConfig, HostKind
+from orchestrator.hosts.config.model import HostConfig
 from orchestrator.hosts.errors import QueueCommandError
 from orchestrator.hosts.queues import backend_for
 from orchestrator.hosts.runner import CommandRunner, runner_for
@@ -52,42 +51,18 @@ def _reachable(runner: CommandRunner, host: HostConfig) -> tuple[bool, str]:
     return True, f"{host.ssh.destination}:{host.ssh.port} answers (node {result.stdout.strip()})"
 
 
-# Per queue system: list its queues, and list the user's jobs (the status query path).
-_LIST_QUEUES = {
-    HostKind.SLURM: ["sinfo", "--noheader", "--format=%R|%a"],
-    HostKind.SGE: ["qconf", "-sql"],
-    HostKind.PBS: ["qstat", "-Q"],
-}
-
-
-def _user_jobs_command(kind: HostKind, user: str) -> list[str]:
-    if kind is HostKind.SLURM:
-        return ["squeue", "--noheader", f"--user={user}", "--format=%i"]
-    if kind is HostKind.SGE:
-        return ["qstat", "-xml", "-u", user]
-    return ["qstat", "-u", user]
-
-
-def _queue_names(kind: HostKind, text: str) -> set[str]:
-    lines = [line for line in text.splitlines() if line.strip()]
-    if kind is HostKind.SLURM:
-        return {line.split("|")[0].strip() for line in lines}
-    if kind is HostKind.SGE:
-        return {line.strip() for line in lines}
-    return {line.split()[0] for line in lines[2:]}  # qstat -Q: two header lines
-
-
 def _queue_answers(runner: CommandRunner, host: HostConfig) -> tuple[bool, str]:
     """The queue's controller answers, knows every configured queue, and lists our jobs."""
-    command = _LIST_QUEUES[host.kind]
+    backend = backend_for(host)
+    command = backend.list_queues_command()
     result = runner.run(command, timeout_s=CHECK_TIMEOUT_S)
     if not result.ok:
         return False, result.describe()
-    known = _queue_names(host.kind, result.stdout)
+    known = backend.parse_queue_names(result.stdout)
     missing = sorted(set(host.queues) - known)
     if missing:
         return False, f"queue(s) {', '.join(missing)} unknown to the queue system (it has: {', '.join(sorted(known))})"
-    status = runner.run(_user_jobs_command(host.kind, backend_for(host).user), timeout_s=CHECK_TIMEOUT_S)
+    status = runner.run(backend.user_jobs_command(backend.user), timeout_s=CHECK_TIMEOUT_S)
     if not status.ok:
         return False, f"status command failed: {status.describe()}"
     return True, f"`{command[0]}` answers; queues {', '.join(sorted(host.queues))} exist"
@@ -106,29 +81,28 @@ def _work_dir_writable(runner: CommandRunner, host: HostConfig) -> tuple[bool, s
     return True, f"{host.work_dir} is writable"
 
 
-_GRES_GPU = re.compile(r"gpu(?::[^:(,]+)?:(\d+)")
-
-
-def _gpus_seen(runner: CommandRunner, host: HostConfig) -> tuple[bool, str]:
-    if host.kind is HostKind.SLURM:
-        result = runner.run(["sinfo", "--noheader", "--Node", "--format=%N|%R|%G"], timeout_s=CHECK_TIMEOUT_S)
-        if not result.ok:
-            return False, result.describe()
-        per_queue: dict[str, int] = {}
-        for line in result.stdout.splitlines():
-            parts = line.split("|")
-            if len(parts) == 3:
-                count = sum(int(n) for n in _GRES_GPU.findall(parts[2]))
-                per_queue[parts[1].strip()] = max(per_queue.get(parts[1].strip(), 0), count)
-        problems = [f"{q.name}: hosts file says {q.gpus} GPU(s) per node, gres has {per_queue.get(q.name, 0)}"
-                    for q in host.queues.values() if q.gpus > per_queue.get(q.name, 0)]
-        seen = ", ".join(f"{name}: {n}" for name, n in sorted(per_queue.items())) or "none"
-        return (not problems), ("; ".join(problems) if problems else f"GPUs per node from gres: {seen}")
-    if host.kind.is_queue:
+def _queue_gpus_seen(runner: CommandRunner, host: HostConfig) -> tuple[bool, str]:
+    """The GPUs per node the queue declares, against what the hosts file says."""
+    backend = backend_for(host)
+    command = backend.gpu_inventory_command()
+    if command is None:
         wanted = {q.name: q.gpus for q in host.queues.values() if q.gpus}
         if not wanted:
             return True, "no GPU queues configured"
-        return True, f"GPUs as configured ({wanted}); {host.kind.value} nodes are not inspected from here"
+        return True, f"GPUs as configured ({wanted}); {backend.display_name} nodes are not inspected from here"
+    result = runner.run(command, timeout_s=CHECK_TIMEOUT_S)
+    if not result.ok:
+        return False, result.describe()
+    per_queue = backend.parse_gpu_inventory(result.stdout)
+    problems = [f"{q.name}: hosts file says {q.gpus} GPU(s) per node, the queue declares {per_queue.get(q.name, 0)}"
+                for q in host.queues.values() if q.gpus > per_queue.get(q.name, 0)]
+    seen = ", ".join(f"{name}: {n}" for name, n in sorted(per_queue.items())) or "none"
+    return (not problems), ("; ".join(problems) if problems else f"GPUs per node the queue declares: {seen}")
+
+
+def _gpus_seen(runner: CommandRunner, host: HostConfig) -> tuple[bool, str]:
+    if host.is_queue:
+        return _queue_gpus_seen(runner, host)
     try:
         result = runner.run(["nvidia-smi", "--query-gpu=index,name", "--format=csv,noheader"],
                             timeout_s=CHECK_TIMEOUT_S)
@@ -148,7 +122,7 @@ def check_host(host: HostConfig, runner: CommandRunner | None = None) -> list[Ch
     results = [_timed("reachable", lambda: _reachable(runner, host))]
     if not results[0].ok:
         return results
-    if host.kind.is_queue:
+    if host.is_queue:
         results.append(_timed("queue answers", lambda: _queue_answers(runner, host)))
     results.append(_timed("work dir writable", lambda: _work_dir_writable(runner, host)))
     results.append(_timed("GPUs seen", lambda: _gpus_seen(runner, host)))

@@ -30,7 +30,7 @@ class JobScriptError(HostError):
 
 
 class QueueCommandError(HostError):
-    """A queue command (sbatch, squeue, qstat, ...) failed or answered something unexpected.
+    """A queue command (submit, status, cancel, accounting) failed or answered something unexpected.
 
     ``transient`` is true when trying again later may work (timeout, controller down).
     """
@@ -41,7 +41,7 @@ class QueueCommandError(HostError):
 
 
 class AccountingUnavailable(QueueCommandError):
-    """The queue keeps no accounting we can read (no slurmdbd, qacct missing)."""
+    """The queue keeps no accounting we can read (its accounting service or file is missing)."""
 
 
 class JobSubmitError(QueueCommandError):

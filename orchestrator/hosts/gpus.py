@@ -1,8 +1,11 @@
 """GPUs of one worker, handed to steps: never one GPU to two steps unless the host allows it.
 
 A worker's GPUs are the ones its queue allocated to it when it runs in a batch job or pilot
-(``CUDA_VISIBLE_DEVICES``, else ``SLURM_STEP_GPUS`` / ``SLURM_JOB_GPUS`` / ``GPU_DEVICE_ORDINAL``),
-or, on a plain machine, the ones the host declares (``gpus = N``) or ``nvidia-smi`` lists.
+(``CUDA_VISIBLE_DEVICES``, else ``ORCH_JOB_GPUS``, which every job script of ours copies from
+the queue's own variables: see :mod:`orchestrator.hosts.job_env`), or, on a plain machine, the
+ones the host declares (``gpus = N``) or ``nvidia-smi`` lists. On the local host the scheduler
+deals the machine's GPUs to its worker processes (:func:`deal_gpus`) and gives each worker its
+share in ``CUDA_VISIBLE_DEVICES``: its pool is then that share.
 Device names are kept as the queue wrote them (indices or ``GPU-<uuid>``), and a step's
 ``CUDA_VISIBLE_DEVICES`` is a subset of its worker's: right whether or not the queue's cgroups
 renumber the devices.
@@ -14,13 +17,14 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from orchestrator.hosts import job_env
 from orchestrator.hosts.errors import HostError
 
-# Where queues write the GPUs they gave a job, most specific first.
-ALLOCATION_VARIABLES = ("CUDA_VISIBLE_DEVICES", "SLURM_STEP_GPUS", "SLURM_JOB_GPUS", "GPU_DEVICE_ORDINAL")
+# Where a job finds the GPUs its queue gave it, most specific first.
+ALLOCATION_VARIABLES = ("CUDA_VISIBLE_DEVICES", job_env.JOB_GPUS)
 _NO_DEVICES = {"", "NoDevFiles", "none", "-1"}
 
 
@@ -67,6 +71,48 @@ def detect_gpus(timeout_s: float = 10.0) -> list[str]:
     if done.returncode != 0:
         return []
     return [line.strip() for line in done.stdout.splitlines() if line.strip()]
+
+
+def host_gpu_devices(declared: int | None, env: Mapping[str, str] | None = None,
+                     detect: Callable[[], list[str]] = detect_gpus) -> tuple[list[str], str]:
+    """The GPUs of this machine for a host that declares ``declared`` of them (None: not
+    declared), and where they came from (for messages).
+
+    An allocation (``CUDA_VISIBLE_DEVICES``, ``ORCH_JOB_GPUS``) bounds what the host may use:
+    declared GPUs are the first ``declared`` of it (an error when it holds fewer), undeclared
+    ones are all of it; without one, declared GPUs are ``0..N-1`` (no device needed: the count
+    is trusted) and undeclared ones are what ``nvidia-smi`` lists.
+    """
+    env = os.environ if env is None else env
+    allocated = allocated_gpus(env)
+    variable = next((name for name in ALLOCATION_VARIABLES if name in env), "")
+    if declared is not None:
+        if allocated is None:
+            return [str(i) for i in range(declared)], f"gpus = {declared}"
+        if len(allocated) < declared:
+            raise GpuUnavailable(f"gpus = {declared}, but {variable}={env[variable]!r} leaves this process "
+                                 f"{len(allocated)} GPU(s)")
+        return allocated[:declared], f"gpus = {declared}, of {variable}={env[variable]}"
+    if allocated is not None:
+        return allocated, f"{variable}={env[variable]}"
+    found = detect()
+    return found, "found by nvidia-smi" if found else "no gpus key, CUDA_VISIBLE_DEVICES unset, nvidia-smi lists none"
+
+
+def deal_gpus(devices: Sequence[str], workers: int, *, sharing: bool = False) -> tuple[tuple[str, ...], ...]:
+    """The GPUs of each of ``workers`` worker processes of one machine.
+
+    Without sharing, each GPU goes to one worker (dealt in turn: with 2 GPUs and 8 workers,
+    workers 0 and 1 hold one each and the others none; with 4 GPUs and 2 workers, two each).
+    With sharing every worker holds every GPU, starting from a different one, so that one-GPU
+    steps on different workers spread over the GPUs while a step may still take them all.
+    """
+    devices = [str(d) for d in devices]
+    if not devices:
+        return tuple(() for _ in range(workers))
+    if sharing:
+        return tuple(tuple(devices[(i + k) % len(devices)] for k in range(len(devices))) for i in range(workers))
+    return tuple(tuple(d for j, d in enumerate(devices) if j % workers == i) for i in range(workers))
 
 
 class GpuPool:

@@ -62,7 +62,7 @@ class CommandRunner(Protocol):
 
 
 class LocalRunner:
-    """Commands on this machine, with an optional environment overlay (e.g. ``SLURM_CONF``)."""
+    """Commands on this machine, with an optional environment overlay (e.g. the queue's config file)."""
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self.env = dict(env) if env else None
@@ -116,7 +116,7 @@ class SshRunner:
     def __init__(self, ssh: SshConfig, *, connect_timeout_s: int = 10, env_setup: Sequence[str] = ()) -> None:
         self.ssh = ssh
         self.connect_timeout_s = connect_timeout_s
-        #: the host's set-up lines (``module load slurm``), run before every command
+        #: the host's set-up lines (``module load <queue client>``), run before every command
         self.env_setup = tuple(env_setup)
 
     def ssh_argv(self) -> list[str]:

@@ -42,6 +42,18 @@ _TRUE = frozenset({"true", "yes", "y", "on", "1"})
 _FALSE = frozenset({"false", "no", "n", "off", "0"})
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _POINTER = re.compile(r"^(?P<run>\S+)\.(?P<output>[A-Za-z_][A-Za-z0-9_]*)$")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_MAX_NUMBER_TEXT = 100  # no int64 or float is written longer; int() of 5,000 digits raises
+_SHOWN_CHARS = 60
+
+
+def _shown(value: Any) -> str:
+    """A value as a message quotes it: whole when short, cut (with its length) when hostile-long."""
+    try:
+        text = repr(value)
+    except ValueError:  # repr of an int of more than 4,300 digits
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    return text if len(text) <= _SHOWN_CHARS else f"{text[:_SHOWN_CHARS]}... ({len(text)} characters)"
 
 
 class ParamDefinitionError(OrchestratorError):
@@ -99,9 +111,13 @@ class Pointer:
         """Parse ``RUN.OUTPUT``; raise ValueError with the expected form when it does not fit."""
         match = _POINTER.match(text.strip())
         if match is None:
-            raise ValueError(f"expected RUN.OUTPUT (e.g. '12.particles'), got {text!r}")
+            raise ValueError(f"expected RUN.OUTPUT (e.g. '12.particles'), got {_shown(text)}")
         run = match["run"]
-        return cls(int(run) if run.isdigit() else run, match["output"])
+        if not (run.isascii() and run.isdigit()):  # "²" and "١٢" are digits to str.isdigit
+            return cls(run, match["output"])
+        if len(run) > 18:  # more than any run id (int64); int() of 5,000 digits would raise
+            raise ValueError(f"run id {_shown(run)} is too large (in RUN.OUTPUT, got {_shown(text)})")
+        return cls(int(run), match["output"])
 
 
 @dataclass(frozen=True)
@@ -195,7 +211,7 @@ class Param:
         return {}
 
     def _fail(self, value: Any, expected: str) -> NoReturn:
-        got = "nothing" if value is None else repr(value)
+        got = "nothing" if value is None else _shown(value)
         raise ParamValueError(self.name, f"expected {expected}, got {got}")
 
 
@@ -219,23 +235,33 @@ class _NumberParam(Param):
 
 @dataclass(frozen=True, kw_only=True)
 class IntParam(_NumberParam):
-    """An integer; accepts ``"12"``, ``12`` and integral floats such as ``12.0``."""
+    """An integer; accepts ``"12"``, ``12`` and integral floats such as ``12.0``.
+
+    The value must fit a signed 64-bit integer, as every store, JSON reader and numpy array
+    that later holds it does: a 5,000-digit number is refused here, by name, not deep in a step.
+    """
 
     kind: ClassVar[str] = "int"
 
     def _coerce(self, value: Any) -> int:
         if isinstance(value, bool):
             self._fail(value, "an integer")
+        number: int | None = None
         if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
+            number = value
+        elif isinstance(value, float) and value.is_integer():
+            number = int(value)
+        elif isinstance(value, str) and len(value.strip()) <= _MAX_NUMBER_TEXT:
             try:
-                return int(value.strip())
+                number = int(value.strip())
             except ValueError:
-                pass
-        self._fail(value, "an integer")
+                number = None
+        if number is None:
+            self._fail(value, "an integer")
+        if not _INT64_MIN <= number <= _INT64_MAX:
+            raise ParamValueError(self.name, f"expected an integer from {_INT64_MIN} to {_INT64_MAX}, "
+                                             f"got {_shown(value)}")
+        return number
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -247,7 +273,10 @@ class FloatParam(_NumberParam):
     def _coerce(self, value: Any) -> float:
         number: float | None = None
         if isinstance(value, int | float) and not isinstance(value, bool):
-            number = float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond any float (10**400)
+                number = None
         elif isinstance(value, str):
             try:
                 number = float(value.strip())
@@ -272,7 +301,7 @@ class StrParam(Param):
 
     def _check(self, value: Any, base_dir: Path | None) -> list[str]:
         if self.pattern is not None and not re.fullmatch(self.pattern, value):
-            return [f"{value!r} does not match the pattern {self.pattern!r}"]
+            return [f"{_shown(value)} does not match the pattern {self.pattern!r}"]
         return []
 
     def _describe_extra(self) -> dict[str, Any]:
@@ -317,7 +346,7 @@ class EnumParam(Param):
             return value
         listed = ", ".join(repr(choice) for choice in self.choices)
         hint = suggest(value, self.choices) if isinstance(value, str) else ""
-        raise ParamValueError(self.name, f"expected one of {listed}, got {value!r}{hint}")
+        raise ParamValueError(self.name, f"expected one of {listed}, got {_shown(value)}{hint}")
 
     def _describe_extra(self) -> dict[str, Any]:
         return {"choices": list(self.choices)}
@@ -343,11 +372,15 @@ class PathParam(Param):
 
     def _check(self, value: Any, base_dir: Path | None) -> list[str]:
         full = value if value.is_absolute() or base_dir is None else base_dir / value
-        if not full.exists():
+        try:
+            exists, is_file, is_dir = full.exists(), full.is_file(), full.is_dir()
+        except OSError as exc:  # a name the system refuses (too long), a path it cannot search
+            return [f"path {_shown(str(full))} cannot be checked: {exc.strerror or exc}"]
+        if not exists:
             return [f"path does not exist: {full}"] if self.must_exist else []
-        if self.path_type == "file" and not full.is_file():
+        if self.path_type == "file" and not is_file:
             return [f"expected a file, got a directory: {full}"]
-        if self.path_type == "dir" and not full.is_dir():
+        if self.path_type == "dir" and not is_dir:
             return [f"expected a directory, got a file: {full}"]
         return []
 

@@ -7,6 +7,8 @@ step functions ``def f(ctx: StepContext, **args) -> dict | None``. The scheduler
 - ``P().build_steps(params) -> StepGraph``; ``graph.topological_order()``, ``graph.downstream_of(name)``
 - ``step_hash(step, fingerprints)``, ``fingerprint_path(path)`` to skip unchanged steps
 - ``execute_step(step.func, ctx, step.args)`` in the worker
+- ``ctx.pending_sets`` (:class:`PendingSet`) and ``substitute_set_ids(result, ids)`` when it
+  records a step's end; ``SetSource`` / ``SetReader``: what ``ctx.open_set`` reads from
 - ``P().collect_outputs(params, results) -> {name: OutputValue}``
 
 Everything is importable from here; the sub-modules each hold one concern.
@@ -24,7 +26,7 @@ from orchestrator.objects.params import (
     StrParam,
 )
 from orchestrator.protocol.base import Protocol
-from orchestrator.protocol.context import StepContext, execute_step
+from orchestrator.protocol.context import StepContext, StepContextError, execute_step
 from orchestrator.protocol.errors import (
     FingerprintError,
     OutputError,
@@ -48,12 +50,22 @@ from orchestrator.protocol.hashing import (
 )
 from orchestrator.protocol.outputs import OUTPUTS_KEY, OutputValue, output_result
 from orchestrator.protocol.resolved import OutputRef, ResolvedParams
+from orchestrator.protocol.sets import (
+    SET_PLACEHOLDER,
+    PendingSet,
+    SetDataError,
+    SetReader,
+    SetSource,
+    set_placeholders,
+    substitute_set_ids,
+)
 from orchestrator.protocol.steps import Resources, Step, function_path, load_function
 
 StepSpec = Step  # the name used in early design notes
 
 __all__ = [
     "OUTPUTS_KEY",
+    "SET_PLACEHOLDER",
     "BoolParam",
     "EnumParam",
     "FingerprintError",
@@ -67,6 +79,7 @@ __all__ = [
     "ParamValidationError",
     "ParamValueError",
     "PathParam",
+    "PendingSet",
     "Pointer",
     "PointerParam",
     "Protocol",
@@ -74,8 +87,12 @@ __all__ = [
     "ProtocolError",
     "ResolvedParams",
     "Resources",
+    "SetDataError",
+    "SetReader",
+    "SetSource",
     "Step",
     "StepContext",
+    "StepContextError",
     "StepDefinitionError",
     "StepFunctionError",
     "StepGraph",
@@ -91,5 +108,7 @@ __all__ = [
     "function_source",
     "load_function",
     "output_result",
+    "set_placeholders",
     "step_hash",
+    "substitute_set_ids",
 ]

@@ -10,47 +10,36 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from orchestrator.errors import UsageError
 from orchestrator.plugins import PluginRegistry, discover
 from orchestrator.project import Project
 from orchestrator.scheduler import planner
 from orchestrator.scheduler.daemon import ensure_daemon
-from orchestrator.store import ProjectStore, RunRecord, RunState, StepState, StepTransition
-from orchestrator.worker.processes import is_alive, kill_tree
+from orchestrator.store import ProjectStore, RunRecord
+from orchestrator.worker.processes import StepProcesses, step_token
+from orchestrator.worker.runtime import LOCAL_HOST
 
 
-def cancel_run(store: ProjectStore, run_ref: int | str, local_host: str = "local") -> list[int]:
-    """Mark a run CANCELLED, its unfinished steps CANCELLED, and kill its running processes.
+def cancel_run(store: ProjectStore, run_ref: int | str) -> list[int]:
+    """Mark a run CANCELLED, its unfinished steps CANCELLED, and end its local steps' processes.
 
-    Returns the pids that were killed. The state is written first, so the scheduler and
-    the workers see the cancellation before the processes die and do not retry them.
+    Returns the pids that were ended. The state is written first (one transaction), so the
+    scheduler and the workers see the cancellation before the processes die and do not retry
+    them. Steps on other hosts are stopped by the project's scheduler, which follows the store
+    (their batch jobs cancelled, their pilot processes ended).
     """
     run = store.runs.get(run_ref)
-    if run.run_state.is_final:
-        raise UsageError(f"run {run.name} is already {run.state}")
-    store.runs.set_state(run.id, RunState.CANCELLED, message="cancelled by user")
-    running = store.steps.list(run.id, [StepState.RUNNING])
-    store.steps.transitions([
-        StepTransition(step.id, StepState.CANCELLED, "cancelled by user",
-                       expected=(StepState.PENDING, StepState.QUEUED, StepState.RUNNING))
-        for step in store.steps.list(run.id, [StepState.PENDING, StepState.QUEUED, StepState.RUNNING])])
+    active = store.lifecycle.cancel_run(run.id)
     killed: list[int] = []
-    for step in running:
-        if step.host == local_host and step.pid is not None and is_alive(step.pid):
-            killed += kill_tree(step.pid)
+    for step in active:
+        if step.host == LOCAL_HOST and step.pid:
+            processes = StepProcesses(step_token(store.url, step.id, step.attempt), step.pid, step.proc_start)
+            killed += processes.kill(include_worker=True)
     return killed
-
-
-RESTART_FROM = (RunState.CREATED, RunState.FINISHED, RunState.FAILED, RunState.CANCELLED)
 
 
 def restart_run(store: ProjectStore, run_ref: int | str) -> RunRecord:
     """Queue an existing run again with its params; its unchanged finished steps will be kept."""
-    run = store.runs.get(run_ref)
-    if run.run_state not in RESTART_FROM:
-        raise UsageError(f"run {run.name} is {run.state}: it is already queued or running")
-    store.runs.set_state(run.id, RunState.QUEUED, message=f"restarted (was {run.state})")
-    return store.runs.get(run.id)
+    return store.lifecycle.restart_run(store.runs.get(run_ref).id)
 
 
 def submit(project: Project, protocol: str, params: Mapping[str, Any], *, name: str | None = None,

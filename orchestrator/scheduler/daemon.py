@@ -10,7 +10,6 @@ it when the process dies, even by kill -9, so a crashed scheduler never blocks t
 from __future__ import annotations
 
 import argparse
-import fcntl
 import logging
 import os
 import signal
@@ -19,62 +18,20 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import TYPE_CHECKING
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.project import Project
-from orchestrator.scheduler.engine import Scheduler, SchedulerConfig
-from orchestrator.scheduler.executors.local import LocalHostSpec, start_local_cluster
-from orchestrator.scheduler.reconcile import reconcile_after_crash
-from orchestrator.store import ProjectStore, RunState
+from orchestrator.scheduler.lock import LOCK_FILE, WAKE_SIGNAL, SchedulerLock, running_pid
 
-LOCK_FILE = "scheduler.lock"
+if TYPE_CHECKING:  # the scheduler itself (dask, the engine, the store) is imported by serve() only
+    from orchestrator.project import Project
+    from orchestrator.store import ProjectStore
+
+__all__ = ["DEFAULT_IDLE_EXIT_S", "LOCK_FILE", "LOG_FILE", "WAKE_SIGNAL", "SchedulerLock", "SchedulerStartError",
+           "ensure_daemon", "running_pid", "serve"]
+
 LOG_FILE = "scheduler.log"
 DEFAULT_IDLE_EXIT_S = 60.0
-WAKE_SIGNAL = signal.SIGUSR1
-
-
-class SchedulerLock:
-    """Exclusive, crash-safe ownership of a project's scheduling."""
-
-    def __init__(self, project: Project) -> None:
-        self.path = project.path / LOCK_FILE
-        self.handle: IO[str] | None = None
-
-    def acquire(self) -> bool:
-        handle = open(self.path, "a+")  # noqa: SIM115 - held for the life of the scheduler
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            return False
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        self.handle = handle
-        return True
-
-    def release(self) -> None:
-        if self.handle is not None:
-            self.handle.close()
-            self.handle = None
-
-
-def running_pid(project: Project) -> int | None:
-    """The pid of the project's live scheduler, or None."""
-    path = project.path / LOCK_FILE
-    if not path.exists():
-        return None
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            text = handle.read().strip()
-            return int(text) if text.isdigit() else -1
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return None
 
 
 class SchedulerStartError(OrchestratorError):
@@ -133,6 +90,9 @@ def serve(project: Project, idle_exit_s: float | None, workers: int | None = Non
 
     signal.signal(signal.SIGTERM, _stop)
     try:
+        from orchestrator.scheduler.reconcile import reconcile_after_crash
+        from orchestrator.store import RunState
+
         store = project.open_store()
     except BaseException:
         lock.release()
@@ -155,11 +115,17 @@ def serve(project: Project, idle_exit_s: float | None, workers: int | None = Non
 def _serve_with_cluster(project: Project, store: ProjectStore, idle_exit_s: float | None, workers: int | None,
                         retries: int | None, stop: Callable[[], bool]) -> None:
     """Serve until idle; the local cluster starts only if a step runs on the local host."""
+    from orchestrator.scheduler.engine import Scheduler, SchedulerConfig
+    from orchestrator.scheduler.executors.local import LocalHostSpec, start_local_cluster
+    from orchestrator.security import project_tls
+
     spec = LocalHostSpec(workers=workers or LocalHostSpec().workers)
     config = SchedulerConfig(worker_cpus=spec.cpus_per_worker)
     if retries is not None:
         config.default_retries = retries
-    scheduler = Scheduler(project, None, store, config=config, start_local=lambda: start_local_cluster(spec))
+    security = project_tls(project.path).cluster_security()  # every dask endpoint speaks TLS (made on first use)
+    scheduler = Scheduler(project, None, store, config=config,
+                          start_local=lambda: start_local_cluster(spec, security))
     signal.signal(WAKE_SIGNAL, lambda _signum, _frame: scheduler.wake())
     try:
         scheduler.run_until_idle(idle_exit_s, stop=stop)
@@ -177,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="retries of a failed step when its protocol sets none (default 2)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from orchestrator.project import Project
+
     return serve(Project.load(args.project), args.idle_exit or None, args.workers, args.retries)
 
 

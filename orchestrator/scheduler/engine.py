@@ -7,10 +7,15 @@ One scheduler per project. Its loop:
 2. submit the steps whose dependencies have finished (``Client.submit`` with the step's
    resources and a unique key), recording QUEUED with the step's hash in one transaction
    per batch;
-3. handle finished tasks, pushed by dask's done-callbacks into a queue: the worker has
-   already recorded RUNNING/FINISHED/FAILED; here a failure is retried up to the step's
-   bound, a dead worker is recorded as the step's failure and retried, and a run whose
-   steps are all done gets its outputs registered and is marked FINISHED.
+3. handle finished tasks, pushed by dask's done-callbacks into a queue: a local worker has
+   already recorded RUNNING/FINISHED/FAILED; a step that ran away from the store (pilot, batch
+   job, SSH host) returns its outcome, recorded here. A failure is retried while the step's
+   retry budget (counted in the store) lasts, a dead worker is recorded as the attempt's
+   failure and retried, and a run whose steps are all done gets its outputs registered and is
+   marked FINISHED in one transaction.
+
+Every state change goes through :mod:`orchestrator.store.lifecycle`, fenced by the attempt:
+a step that finished is never queued again, and an old attempt cannot write over a new one.
 """
 
 from __future__ import annotations
@@ -26,16 +31,20 @@ from typing import Any
 
 from distributed import Client, Future
 
+from orchestrator.errors import OrchestratorError
 from orchestrator.plugins import PluginRegistry, discover
 from orchestrator.project import Project
 from orchestrator.protocol import Protocol, ResolvedParams, Step, StepGraph
 from orchestrator.scheduler import planner
 from orchestrator.scheduler.executors import HostExecutor, HostExecutors, HostUnusable
 from orchestrator.scheduler.executors.local import LocalExecutor
-from orchestrator.store import ProjectStore, RunRecord, RunState, StepState, StepTransition
+from orchestrator.scheduler.outcomes import export_input_sets, needs_exported_sets, record_outcome
+from orchestrator.store import ProjectStore, QueuedAttempt, RunOutput, RunRecord, RunState, StepState
+from orchestrator.worker.outcome import StepOutcome, attempt_dir
+from orchestrator.worker.processes import step_token
 from orchestrator.worker.runtime import StepFailed, StepPayload
 
-log = logging.getLogger("orchestrator.scheduler")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,7 +72,10 @@ class ActiveRun:
     remaining: set[str]
     finished: set[str] = field(default_factory=set)
     in_flight: dict[str, Future] = field(default_factory=dict)
+    #: the attempt of each step now in the store (the next one submitted is this + 1)
     attempts: dict[str, int] = field(default_factory=dict)
+    #: where steps that cannot open the store read the run's input sets ("" when they need none)
+    sets_dir: str = ""
     dependents: dict[str, list[str]] = field(default_factory=dict)
     waiting_deps: dict[str, int] = field(default_factory=dict)
     ready: deque[str] = field(default_factory=deque)
@@ -101,6 +113,7 @@ class Scheduler:
             self._last_poll = now
             self.poll_store()
             self.executors.tick()
+        self.record_started()
         self.submit_ready()
         self.handle_completions(wait_s)
 
@@ -133,33 +146,41 @@ class Scheduler:
                 self._drop_run(run_id, "run cancelled")
 
     def _try_start(self, run: RunRecord) -> None:
+        lifecycle = self.store.lifecycle
         try:
             protocol = self.registry.protocol(run.protocol)
-            params = planner.bound_params(protocol, self.store, self.project, run)
+            inputs = planner.resolve_inputs(self.store, self.project, run)
+            params = protocol.validate(run.params, base_dir=self.project.path).bind_inputs(inputs)
             graph = protocol().build_steps(params)
         except planner.InputsNotReady:
             return
         except planner.InputsFailed as exc:
-            self.store.runs.set_state(run.id, RunState.FAILED, error=str(exc))
+            lifecycle.fail_run(run.id, str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - any planning error fails the run with its message
             log.exception("run %s cannot start", run.name)
-            self.store.runs.set_state(run.id, RunState.FAILED, error=f"cannot start: {type(exc).__name__}: {exc}")
+            lifecycle.fail_run(run.id, f"cannot start: {type(exc).__name__}: {exc}")
             return
         try:
             executor = self.executors.get(run.host)
             executor.check(graph)
         except HostUnusable as exc:
-            self.store.runs.set_state(run.id, RunState.FAILED, error=f"cannot start: {exc}")
+            lifecycle.fail_run(run.id, f"cannot start: {exc}")
             return
         run_dir = self.project.run_dir(run.name)
         run_dir.mkdir(parents=True, exist_ok=True)
+        sets_dir = ""
+        if executor.reports and needs_exported_sets(self.store):
+            try:
+                sets_dir = str(export_input_sets(self.store, inputs.values(), run_dir))
+            except OrchestratorError as exc:
+                lifecycle.fail_run(run.id, f"cannot start: exporting its input sets: {exc}")
+                return
         plan = planner.plan_run(self.store, run, graph, run_dir, self.config.default_retries)
-        if run.run_state is not RunState.RUNNING:
-            self.store.runs.set_state(run.id, RunState.RUNNING,
-                                      message=f"{len(plan.to_run)} step(s) to run, {len(plan.kept)} unchanged")
+        if run.run_state is RunState.QUEUED:
+            lifecycle.start_run(run.id, message=f"{len(plan.to_run)} step(s) to run, {len(plan.kept)} unchanged")
         active = ActiveRun(self.store.runs.get(run.id), protocol, params, graph, executor, plan.step_ids,
-                           remaining=set(plan.to_run), finished=set(plan.kept))
+                           remaining=set(plan.to_run), finished=set(plan.kept), sets_dir=sets_dir)
         for step in graph.topological_order():
             active.dependents.setdefault(step.name, [])
             for dep in step.deps:
@@ -180,36 +201,37 @@ class Scheduler:
         try:
             outputs = active.protocol().collect_outputs(active.params, results)
         except Exception as exc:  # noqa: BLE001 - a protocol's output error fails its run, not the scheduler
-            self.store.runs.set_state(run.id, RunState.FAILED, error=f"outputs: {exc}")
+            self.store.lifecycle.fail_run(run.id, f"outputs: {exc}")
         else:
+            records = []
             for output in outputs.values():
                 value = output.value if isinstance(output.value, dict) or output.value is None else \
                     {"value": output.value}
                 set_id = value.get("set_id") if value and output.type_name.startswith("SetOf") else None
-                self.store.outputs.register(run.id, output.name, output.type_name, set_id=set_id,
-                                            path=output.path, value=value)
-            self.store.runs.set_state(run.id, RunState.FINISHED, message=f"{len(active.finished)} step(s)")
+                records.append(RunOutput(output.name, output.type_name, set_id=set_id, path=output.path,
+                                         value=value))
+            self.store.lifecycle.finish_run(run.id, records, message=f"{len(active.finished)} step(s)")
         self.active.pop(run.id, None)
         self.on_event(f"run {run.name} ended")
 
     def _fail_run(self, active: ActiveRun, reason: str) -> None:
         self._drop_run(active.run.id, reason)
-        self.store.runs.set_state(active.run.id, RunState.FAILED, error=reason)
+        self.store.lifecycle.fail_run(active.run.id, reason)
 
     def _drop_run(self, run_id: int, reason: str) -> None:
-        """Stop scheduling a run: cancel its tasks and mark its unfinished steps CANCELLED."""
+        """Stop scheduling a run: its unfinished steps are recorded CANCELLED first (so no worker's
+        late end and no retry revives them), then its tasks, processes and jobs are stopped."""
         active = self.active.pop(run_id, None)
         if active is None:
             return
+        in_flight_ids = {active.step_ids[name] for name in active.in_flight}
+        records = [s for s in self.store.steps.list(run_id) if s.id in in_flight_ids]
+        unfinished = [active.step_ids[name] for name in active.remaining if name not in active.finished]
+        self.store.lifecycle.cancel_steps(unfinished, reason,
+                                          sources=(StepState.PENDING, StepState.QUEUED, StepState.RUNNING))
         futures = list(active.in_flight.values())
-        if futures:
-            in_flight = {active.step_ids[name] for name in active.in_flight}
-            records = [s for s in self.store.steps.list(run_id) if s.id in in_flight]
-            active.executor.cancel(futures, records)
-        pending = [StepTransition(active.step_ids[name], StepState.CANCELLED, reason,
-                                  expected=(StepState.PENDING, StepState.QUEUED))
-                   for name in active.remaining if name not in active.finished]
-        self.store.steps.transitions(pending)
+        if futures or records:
+            active.executor.cancel(futures, records, self.store.url)
 
     # ------------------------------------------------------------------ steps
     def submit_ready(self) -> None:
@@ -237,30 +259,56 @@ class Scheduler:
     def _payload(self, active: ActiveRun, name: str) -> tuple[str, StepPayload, Step]:
         step = active.graph[name]
         attempt = active.attempts.get(name, 0) + 1
-        active.attempts[name] = attempt
+        step_id = active.step_ids[name]
         run_dir = self.project.run_dir(active.run.name)
+        executor = active.executor
         payload = StepPayload(
-            store_url=self.store.url, project_dir=str(self.project.path), run_id=active.run.id,
-            run_dir=str(run_dir), step_id=active.step_ids[name], step_name=name, func=step.func,
-            args=step.args, attempt=attempt, log_path=str(run_dir / "logs" / f"{name}.log"),
-            host=active.run.host, params=active.run.params)
+            store_url="" if executor.reports and needs_exported_sets(self.store) else self.store.url,
+            project_dir=str(self.project.path), run_id=active.run.id, run_dir=str(run_dir), step_id=step_id,
+            step_name=name, func=step.func, args=step.args, attempt=attempt,
+            log_path=str(run_dir / "logs" / f"{name}.log"), host=active.run.host, params=active.run.params,
+            token=step_token(self.store.url, step_id, attempt), programs=executor.programs,
+            sets_dir=active.sets_dir, outputs=[str(p) for p in step.outputs])
         return name, payload, step
 
     def _submit(self, active: ActiveRun, batch: list[tuple[str, StepPayload, Step]]) -> None:
+        """Queue a batch of new attempts in one transaction, then hand those queued to the host.
+
+        An attempt the lifecycle refuses is not submitted: its step finished meanwhile (a worker
+        that wrote FINISHED and then died looked like a failure) or the run is being cancelled.
+        """
         run_dir = self.project.run_dir(active.run.name)
         queued_at = datetime.now(UTC)
-        self.store.steps.transitions([
-            StepTransition(payload.step_id, StepState.QUEUED, fields={
-                "hash": planner.current_hash(step, run_dir), "attempt": payload.attempt,
-                "queued_at": queued_at, "host": active.run.host})
-            for _name, payload, step in batch])
-        keys = [f"step-{payload.step_id}-a{payload.attempt}-{active.run.id}" for _name, payload, _step in batch]
+        queued = set(self.store.lifecycle.queue_steps([
+            QueuedAttempt(payload.step_id, payload.attempt, active.run.host,
+                          hash=planner.current_hash(step, run_dir), queued_at=queued_at)
+            for _name, payload, step in batch]))
+        accepted = []
+        for name, payload, step in batch:
+            if payload.step_id in queued:
+                active.attempts[name] = payload.attempt
+                accepted.append((name, payload, step))
+            else:
+                self._not_queued(active, name)
+        if not accepted:
+            return
+        keys = [f"step-{payload.step_id}-a{payload.attempt}-{active.run.id}" for _name, payload, _step in accepted]
         futures = active.executor.submit_many([(payload, step, key)
-                                               for (_name, payload, step), key in zip(batch, keys, strict=True)])
-        for (name, _payload, _step), key, future in zip(batch, keys, futures, strict=True):
+                                               for (_name, payload, step), key in zip(accepted, keys, strict=True)])
+        for (name, _payload, _step), key, future in zip(accepted, keys, futures, strict=True):
             active.in_flight[name] = future
             self.key_owner[key] = (active.run.id, name)
             future.add_done_callback(lambda f, r=active.run.id, n=name: self.done_queue.put((r, n, f)))
+
+    def _not_queued(self, active: ActiveRun, name: str) -> None:
+        row = self.store.steps.get(active.step_ids[name])
+        active.attempts[name] = row.attempt
+        if row.step_state is StepState.FINISHED:
+            log.info("step %s of run %s finished already: not run again", name, active.run.name)
+            self._step_finished(active, name)
+        elif not row.step_state.is_final:
+            log.warning("step %s of run %s is %s (attempt %d): not queued again", name, active.run.name, row.state,
+                        row.attempt)
 
     def handle_completions(self, wait_s: float) -> None:
         try:
@@ -283,38 +331,70 @@ class Scheduler:
 
     def _on_step_done(self, active: ActiveRun, name: str, future: Future) -> None:
         status = future.status
-        if status == "finished":
-            # The worker stored the result; fetching it here would cost a round trip per step.
-            active.finished.add(name)
-            active.remaining.discard(name)
-            for child in active.dependents.get(name, []):
-                if child in active.remaining:
-                    active.waiting_deps[child] -= 1
-                    if active.waiting_deps[child] == 0:
-                        active.ready.append(child)
-            if not active.remaining:
-                self._finish_run(active)
-            return
         if status == "cancelled":
             return
-        exception = future.exception()
         step_id = active.step_ids[name]
-        if not isinstance(exception, StepFailed):
-            # the worker could not record anything: it died, or the task never started
-            self.store.steps.transition(
-                step_id, StepState.FAILED, expected=(StepState.QUEUED, StepState.RUNNING),
-                message=f"worker lost: {type(exception).__name__}: {exception}",
-                error=f"worker lost: {type(exception).__name__}: {exception}", finished_at=datetime.now(UTC))
-        row = self.store.steps.get(step_id)
+        attempt = active.attempts[name]
+        if status == "finished":
+            if not active.executor.reports:
+                # A local worker recorded its end itself; fetching the result would cost a round
+                # trip per step.
+                self._step_finished(active, name)
+                return
+            outcome = future.result()
+            if isinstance(outcome, StepOutcome):
+                self._record(active, name, outcome)
+            row = self.store.steps.get(step_id)
+            if row.step_state is StepState.FINISHED:
+                self._step_finished(active, name)
+                return
+            error: BaseException = StepFailed(outcome.error if isinstance(outcome, StepOutcome) else "no outcome")
+        else:
+            error = future.exception() or RuntimeError("the task ended without a result")
+        if not isinstance(error, StepFailed):
+            # the worker could not record anything: it died, the task never started, or dask
+            # re-ran an attempt whose worker left (refused: attempts run once)
+            reason = f"worker lost: {type(error).__name__}: {error}"
+            self.store.lifecycle.fail_step(step_id, attempt, reason, message=reason)
+        self._after_failure(active, name, str(error))
+
+    def _record(self, active: ActiveRun, name: str, outcome: StepOutcome) -> None:
+        run_dir = self.project.run_dir(active.run.name)
+        record_outcome(self.store, outcome, attempt_dir(run_dir, name, outcome.attempt))
+
+    def _step_finished(self, active: ActiveRun, name: str) -> None:
+        active.finished.add(name)
+        active.remaining.discard(name)
+        for child in active.dependents.get(name, []):
+            if child in active.remaining:
+                active.waiting_deps[child] -= 1
+                if active.waiting_deps[child] == 0:
+                    active.ready.append(child)
+        if not active.remaining:
+            self._finish_run(active)
+
+    def _after_failure(self, active: ActiveRun, name: str, detail: str) -> None:
+        """A failed attempt: retried while the step's budget in the store lasts, else the run fails."""
+        row = self.store.steps.get(active.step_ids[name])
+        if row.step_state is StepState.FINISHED:  # it finished, then its worker died: keep the end
+            self._step_finished(active, name)
+            return
         if self.store.runs.get(active.run.id).run_state is RunState.CANCELLED:
             self._drop_run(active.run.id, "run cancelled")
             return
-        if active.attempts.get(name, 1) <= row.max_retries:
+        if row.failed_attempts <= row.max_retries:
             log.info("retrying step %s of run %s (attempt %d failed)", name, active.run.name, row.attempt)
             active.ready.append(name)
             return
-        self._fail_run(active, f"step '{name}' failed after {active.attempts.get(name, 1)} attempt(s): "
-                               f"{(row.error or str(exception)).splitlines()[0]}")
+        self._fail_run(active, f"step '{name}' failed after {row.failed_attempts} attempt(s): "
+                               f"{(row.error or detail).splitlines()[0]}")
+
+    def record_started(self) -> None:
+        """Write RUNNING for the steps the hosts announced (steps away from the store tell through
+        dask events, collected by their executors)."""
+        for executor in self.executors.all():
+            for step_id, attempt, fields in executor.started():
+                self.store.lifecycle.start_step(step_id, attempt, **fields)
 
     def close_hosts(self) -> None:
         """Release the hosts this scheduler opened (pilots cancelled, pollers stopped, a local

@@ -20,7 +20,7 @@ from orchestrator.errors import UsageError
 from orchestrator.plugins import PluginRegistry
 from orchestrator.project import Project
 from orchestrator.protocol import OutputRef, Protocol, ResolvedParams, Step, StepGraph, fingerprint_path, step_hash
-from orchestrator.store import InputLink, ProjectStore, RunRecord, RunState, StepRecord, StepState, StepTransition
+from orchestrator.store import InputLink, ProjectStore, RunRecord, RunState, StepRecord, StepState
 
 
 class InputsNotReady(Exception):
@@ -52,7 +52,7 @@ def create_run(store: ProjectStore, project: Project, registry: PluginRegistry, 
     run = store.runs.create(protocol_name, params.to_json(), name=name, host=host, inputs=links)
     project.run_dir(run.name).mkdir(parents=True, exist_ok=True)
     if queue:
-        store.runs.set_state(run.id, RunState.QUEUED, message="queued")
+        store.lifecycle.queue_run(run.id)
     return store.runs.get(run.id)
 
 
@@ -126,7 +126,7 @@ def plan_run(store: ProjectStore, run: RunRecord, graph: StepGraph, run_dir: Pat
     stale = [row.id for name, row in existing.items() if name not in graph.names()]
     store.steps.delete(stale)
     new_rows = []
-    resets = []
+    resets: dict[int, tuple[dict[str, Any], str]] = {}
     for name in dirty:
         step = graph[name]
         fields = {"func": step.func, "args": step.args, "deps": list(step.deps),
@@ -135,14 +135,12 @@ def plan_run(store: ProjectStore, run: RunRecord, graph: StepGraph, run_dir: Pat
         row = existing.get(name)
         if row is None:
             new_rows.append({"name": name, **fields})
-        elif row.state != StepState.PENDING.value or row.attempt:
-            resets.append(StepTransition(row.id, StepState.PENDING, f"re-run: {reasons[name]}", {
-                **fields, "attempt": 0, "result": None, "error": None, "hash": None, "worker": None,
-                "pid": None, "started_at": None, "finished_at": None, "duration_s": None}))
+        elif row.state != StepState.PENDING.value or row.result is not None:
+            resets[row.id] = (fields, reasons[name])
         else:
             store.steps.update(row.id, **fields)
     store.steps.add(run.id, new_rows)
-    store.steps.transitions(resets)
+    store.lifecycle.reset_steps(resets)
     step_ids = store.steps.column(run.id, "id")
     return Plan(graph, step_ids, kept, [s.name for s in graph.topological_order() if s.name in dirty])
 

@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -37,7 +38,8 @@ from orchestrator.transfer.errors import TransferError
 from orchestrator.transfer.plan import remote_path_for
 from orchestrator.transfer.report import StageReport
 from orchestrator.transfer.stager import Stager
-from orchestrator.worker.remote import PathMap, RemoteOutcome
+from orchestrator.worker.outcome import SETS_DIR, StepOutcome, attempt_dir
+from orchestrator.worker.remote import PathMap
 
 log = logging.getLogger(__name__)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -110,17 +112,19 @@ class HostStaging:
         return PathMap(self.path_map.local_project_dir, self.path_map.remote_project_dir, extra)
 
     # ------------------------------------------------------------------ staging
-    def stage_in(self, run_id: int, step: Step, local_run_dir: Path, *, step_id: int | None = None) -> StageReport:
+    def stage_in(self, run_id: int, step: Step, local_run_dir: Path, *, step_id: int | None = None,
+                 extra: Sequence[Path] = ()) -> StageReport:
         """Make the host hold the step's inputs (files already there with the same fingerprint are
-        not sent again) and the run's folder and logs folder; return local -> remote paths."""
+        not sent again) and the run's folder and logs folder; return local -> remote paths.
+        ``extra`` are more files the step reads (the run's exported input sets)."""
         remote_run = self.remote_run_dir(local_run_dir)
         self._mkdir(remote_run, f"{remote_run}/logs")
-        inputs = self.input_paths(step, local_run_dir)
+        inputs = [*self.input_paths(step, local_run_dir), *extra]
         if not inputs:
             return StageReport("in", {})
         return self.stager.stage_in(run_id, inputs, self.remote_project_dir, base=self.project_dir, step_id=step_id)
 
-    def stage_out(self, run_id: int, step: Step, local_run_dir: Path, outcome: RemoteOutcome, *,
+    def stage_out(self, run_id: int, step: Step, local_run_dir: Path, outcome: StepOutcome, *,
                   step_id: int | None = None) -> StagedOut:
         """Bring back the step's log (always) into ``<run dir>/logs/<step>.log``, then, if the step
         succeeded, its outputs into the run dir; a missing output raises :class:`TransferError`.
@@ -134,9 +138,13 @@ class HostStaging:
         if log_error is not None and outcome.ok:
             raise TransferError(log_error)
         outputs = None
-        if outcome.ok and step.outputs:
-            remote_run = self.remote_run_dir(local_run_dir)
-            outputs = self.stager.stage_out(run_id, [f"{remote_run}/{o}" for o in step.outputs], local_run_dir,
+        remote_run = self.remote_run_dir(local_run_dir)
+        wanted = list(step.outputs) if outcome.ok else []
+        if outcome.ok and outcome.sets:  # the sets it registered, for the scheduler to create
+            folder = attempt_dir(".", step.name, outcome.attempt) / SETS_DIR
+            wanted += [str(folder / name) for name in outcome.sets]
+        if wanted:
+            outputs = self.stager.stage_out(run_id, [f"{remote_run}/{o}" for o in wanted], local_run_dir,
                                             remote_base=remote_run, step_id=step_id)
         return StagedOut(local_log, log_error, outputs)
 
@@ -158,9 +166,9 @@ class HostStaging:
         except SSHError as exc:
             raise TransferError(f"host {self.host.name!r}: cannot create {remote_dirs[0]} there: {exc}") from exc
 
-    def _fetch_log(self, run_id: int, step: Step, local_log: Path, outcome: RemoteOutcome,
+    def _fetch_log(self, run_id: int, step: Step, local_log: Path, outcome: StepOutcome,
                    step_id: int | None) -> str | None:
-        remote_log = PurePosixPath(outcome.remote_log_path)
+        remote_log = PurePosixPath(outcome.log_path)
         try:
             self.stager.stage_out(run_id, [str(remote_log)], local_log.parent, remote_base=str(remote_log.parent),
                                   step_id=step_id)
@@ -191,12 +199,13 @@ def _lookup(key: str) -> HostStaging:
     return live.lookup("staging", key, HostStaging)
 
 
-def stage_in_task(key: str, run_id: int, step: Step, local_run_dir: Path, step_id: int | None = None) -> StageReport:
+def stage_in_task(key: str, run_id: int, step: Step, local_run_dir: Path, step_id: int | None = None,
+                  extra: Sequence[Path] = ()) -> StageReport:
     """:meth:`HostStaging.stage_in` as a dask task (see the module docstring)."""
-    return _lookup(key).stage_in(run_id, step, local_run_dir, step_id=step_id)
+    return _lookup(key).stage_in(run_id, step, local_run_dir, step_id=step_id, extra=extra)
 
 
-def stage_out_task(key: str, run_id: int, step: Step, local_run_dir: Path, outcome: RemoteOutcome,
+def stage_out_task(key: str, run_id: int, step: Step, local_run_dir: Path, outcome: StepOutcome,
                    step_id: int | None = None) -> StagedOut:
     """:meth:`HostStaging.stage_out` as a dask task; ``outcome`` may be the future of the remote step."""
     return _lookup(key).stage_out(run_id, step, local_run_dir, outcome, step_id=step_id)

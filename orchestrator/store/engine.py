@@ -21,6 +21,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from orchestrator.store.credentials import check_password_files
+
 BUSY_TIMEOUT_S = 120.0
 WRITE = {"begin_mode": "IMMEDIATE"}  # execution option for write transactions on SQLite
 
@@ -44,6 +46,7 @@ def make_engine(url: str) -> Engine:
     """An engine for ``url`` with the settings the project store relies on."""
     if is_sqlite(url):
         return _sqlite_engine(url)
+    check_password_files()  # libpq would ignore a pgpass file others can read, and fail obscurely
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
 
 

@@ -17,10 +17,20 @@ from orchestrator.store.errors import NewerSchemaError, NotAStoreError
 from orchestrator.store.schema import Base, SchemaInfo
 
 APP_NAME = "em-orchestrator"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 Upgrade = Callable[[Connection], None]
-UPGRADES: dict[int, Upgrade] = {}  # version N -> function upgrading N to N+1
+
+
+def _upgrade_1_to_2(conn: Connection) -> None:
+    """Attempt fencing and process identity (steps), the step that made a set, host health."""
+    conn.execute(text("ALTER TABLE steps ADD COLUMN failed_attempts INTEGER NOT NULL DEFAULT 0"))
+    conn.execute(text("ALTER TABLE steps ADD COLUMN proc_start FLOAT"))
+    conn.execute(text("ALTER TABLE sets ADD COLUMN step_id INTEGER"))
+    Base.metadata.tables["host_health"].create(conn, checkfirst=True)
+
+
+UPGRADES: dict[int, Upgrade] = {1: _upgrade_1_to_2}  # version N -> function upgrading N to N+1
 
 _SQLITE_APPEND_ONLY = (
     "CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events "

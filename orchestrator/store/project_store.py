@@ -17,8 +17,10 @@ from sqlalchemy.exc import DatabaseError, OperationalError
 
 from orchestrator.errors import NotFoundError, UsageError
 from orchestrator.store import migrations
+from orchestrator.store.credentials import redact, refuse_password
 from orchestrator.store.engine import WRITE, is_sqlite, make_engine, sqlite_path, sqlite_url
 from orchestrator.store.errors import CorruptStoreError, NotAStoreError, StoreError
+from orchestrator.store.lifecycle import Lifecycle
 from orchestrator.store.runs import EventLog, OutputTable, RunTable, StepTable
 from orchestrator.store.schema import ItemSetRow, Project, User
 from orchestrator.store.sets import DEFAULT_CHUNK_SIZE, ItemSet, create_set, now
@@ -30,8 +32,9 @@ def normalise_url(url_or_path: str | Path) -> str:
 
 
 def _display(url: str) -> str:
+    """What messages and ``orch project info`` show of a store: its file, or its URL with any password hidden."""
     path = sqlite_path(url)
-    return str(path) if path is not None else url.split("@")[-1]
+    return str(path) if path is not None else redact(url)
 
 
 def _check_sqlite_file(url: str, must_exist: bool) -> None:
@@ -78,6 +81,8 @@ class ProjectStore:
         self.steps = StepTable(engine, project_id)
         self.outputs = OutputTable(engine, project_id)
         self.events = EventLog(engine, project_id)
+        #: every change of a run's or step's state goes through it
+        self.lifecycle = Lifecycle(engine, project_id)
 
     @property
     def where(self) -> str:
@@ -87,6 +92,7 @@ class ProjectStore:
     @classmethod
     def create(cls, url_or_path: str | Path, project_name: str, description: str | None = None) -> ProjectStore:
         url = normalise_url(url_or_path)
+        refuse_password(url, "store URL")  # the URL goes into payloads and messages
         _check_sqlite_file(url, must_exist=False)
         path = sqlite_path(url)
         if path is not None:
@@ -115,6 +121,7 @@ class ProjectStore:
     def open(cls, url_or_path: str | Path, project_name: str | None = None) -> ProjectStore:
         """Open an existing store (the only project in it, or ``project_name``)."""
         url = normalise_url(url_or_path)
+        refuse_password(url, "store URL")  # the URL goes into payloads and messages
         _check_sqlite_file(url, must_exist=True)
         engine = make_engine(url)
         try:

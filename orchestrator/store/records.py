@@ -49,9 +49,11 @@ class StepRecord(_FromRow):
     state: str
     attempt: int
     max_retries: int
+    failed_attempts: int
     host: str | None
     worker: str | None
     pid: int | None
+    proc_start: float | None
     job_id: str | None
     gpus: list[int] | None
     queued_at: datetime | None

@@ -10,12 +10,13 @@ from __future__ import annotations
 import builtins
 import difflib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, update
 
 from orchestrator.errors import NotFoundError, UsageError
+from orchestrator.names import check_run_name, default_run_name
 from orchestrator.store.engine import WRITE
 from orchestrator.store.records import EventRecord, OutputRecord, RunRecord, StepRecord
 from orchestrator.store.schema import Event, Output, Provenance, Run, RunState, Step, StepState
@@ -35,17 +36,6 @@ class InputLink:
     param: str
     producer_run_id: int
     output_name: str
-
-
-@dataclass(slots=True)
-class StepTransition:
-    """One state change of one step, with the fields it sets (worker, pid, duration, ...)."""
-
-    step_id: int
-    state: StepState
-    message: str | None = None
-    fields: dict[str, Any] = field(default_factory=dict)
-    expected: tuple[StepState, ...] = ()  # apply only if the step is in one of these states
 
 
 class _Table:
@@ -91,6 +81,8 @@ class RunTable(_Table):
                owner_id: int | None = None) -> RunRecord:
         """Save a run (state CREATED) with its input links; the default name is ``<protocol>-<id>``."""
         short = protocol.rsplit(".", 1)[-1]
+        if name is not None:
+            check_run_name(name)  # the one set of rules for names (orchestrator.names)
         with self._write() as conn, conn.begin():
             if name is not None and self._id_by_name(conn, name) is not None:
                 raise UsageError(f"a run named {name!r} already exists in this project")
@@ -99,7 +91,11 @@ class RunTable(_Table):
                 protocol=protocol, params=dict(params or {}), state=RunState.CREATED.value, host=host,
                 owner_id=owner_id, created_at=now(), comment=comment)).inserted_primary_key[0]  # type: ignore[index]
             if name is None:
-                conn.execute(update(_RUNS).where(_RUNS.c.id == run_id).values(name=f"{short}-{run_id}"))
+                copy = 0
+                while self._id_by_name(conn, default_run_name(protocol, run_id, copy)) is not None:
+                    copy += 1  # a user named a run like a default name by hand
+                conn.execute(update(_RUNS).where(_RUNS.c.id == run_id).values(
+                    name=default_run_name(protocol, run_id, copy)))
             links = list(inputs)
             if links:
                 conn.execute(insert(_PROVENANCE), [
@@ -135,21 +131,6 @@ class RunTable(_Table):
             query = query.where(_RUNS.c.state.in_([s.value for s in states]))
         with self.engine.connect() as conn:
             return [RunRecord.from_row(r) for r in conn.execute(query)]
-
-    def set_state(self, run_id: int, state: RunState, *, error: str | None = None,
-                  message: str | None = None) -> None:
-        values: dict[str, Any] = {"state": state.value}
-        if state is RunState.RUNNING:
-            values["started_at"] = now()
-            values["finished_at"] = None
-            values["error"] = None
-        if state.is_final:
-            values["finished_at"] = now()
-        if error is not None:
-            values["error"] = error
-        with self._write() as conn, conn.begin():
-            conn.execute(update(_RUNS).where(_RUNS.c.id == run_id).values(**values))
-            _event(conn, "run", run_id=run_id, state=state.value, message=message or error)
 
     def update_params(self, run_id: int, params: Mapping[str, Any]) -> None:
         with self._write() as conn, conn.begin():
@@ -212,50 +193,25 @@ class StepTable(_Table):
                                 .group_by(_STEPS.c.state))
             return dict(rows.all())
 
+    def counts_by_run(self) -> dict[int, dict[str, int]]:
+        """``counts`` of every run of the project in one query (``orch status`` on 1,000 runs)."""
+        query = (select(_STEPS.c.run_id, _STEPS.c.state, func.count())
+                 .join(_RUNS, _RUNS.c.id == _STEPS.c.run_id).where(_RUNS.c.project_id == self.project_id)
+                 .group_by(_STEPS.c.run_id, _STEPS.c.state))
+        counts: dict[int, dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            for run_id, state, count in conn.execute(query):
+                counts.setdefault(run_id, {})[state] = count
+        return counts
+
     def update(self, step_id: int, **fields: Any) -> None:
-        """Change fields of a step without a state change (e.g. its hash before a re-run)."""
+        """Change fields of a step's definition without a state change (e.g. its hash before a re-run);
+        states and attempts change only through :mod:`orchestrator.store.lifecycle`."""
+        forbidden = {"state", "attempt", "failed_attempts"} & set(fields)
+        if forbidden:
+            raise ValueError(f"{', '.join(sorted(forbidden))} change through the lifecycle, not update()")
         with self._write() as conn, conn.begin():
             conn.execute(update(_STEPS).where(_STEPS.c.id == step_id).values(**fields))
-
-    def transition(self, step_id: int, state: StepState, message: str | None = None,
-                   expected: tuple[StepState, ...] = (), **fields: Any) -> bool:
-        """Change one step's state (only from ``expected`` states, if given); True if applied."""
-        return bool(self.transitions([StepTransition(step_id, state, message, fields, expected)]))
-
-    def transitions(self, changes: Sequence[StepTransition]) -> builtins.list[int]:
-        """Apply several step state changes, each with its event, in one transaction.
-
-        A change with ``expected`` states is skipped (no update, no event) when the step has
-        moved on meanwhile, e.g. a worker finishing a step that was cancelled. Returns the
-        ids of the steps that changed.
-        """
-        if not changes:
-            return []
-        applied: builtins.list[StepTransition] = []
-        with self._write() as conn, conn.begin():
-            run_ids = dict(conn.execute(select(_STEPS.c.id, _STEPS.c.run_id)
-                                        .where(_STEPS.c.id.in_([c.step_id for c in changes]))).all())
-            unconditional: dict[tuple[str, ...], builtins.list[StepTransition]] = {}
-            for change in changes:
-                if not change.expected:
-                    unconditional.setdefault(tuple(sorted(change.fields)), []).append(change)
-                    continue
-                query = (update(_STEPS).where(_STEPS.c.id == change.step_id)
-                         .where(_STEPS.c.state.in_([s.value for s in change.expected])))
-                if conn.execute(query.values(state=change.state.value, **change.fields)).rowcount:
-                    applied.append(change)
-            for names, group in unconditional.items():
-                # one executemany per shape of change: a batch of QUEUED steps is one statement
-                query = update(_STEPS).where(_STEPS.c.id == bindparam("_step_id")).values(
-                    state=bindparam("_state"), **{name: bindparam(name) for name in names})
-                conn.execute(query, [{"_step_id": c.step_id, "_state": c.state.value, **c.fields} for c in group])
-                applied.extend(group)
-            if applied:
-                conn.execute(insert(_EVENTS), [
-                    {"time": now(), "run_id": run_ids.get(c.step_id), "step_id": c.step_id, "kind": "step",
-                     "state": c.state.value, "host": c.fields.get("host"), "job_id": c.fields.get("job_id"),
-                     "message": c.message} for c in applied])
-        return [c.step_id for c in applied]
 
     def delete(self, step_ids: Sequence[int]) -> None:
         """Remove steps a re-planned run no longer has."""

@@ -134,11 +134,16 @@ class Step(Base):
     resources: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     hash: Mapped[str | None] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(_state(), index=True)
+    #: attempts started so far; never reused for a step, so a late write of an old attempt is told apart
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     max_retries: Mapped[int] = mapped_column(Integer, default=0)
+    #: attempts that failed since the run was last (re)started: the retry budget, kept across scheduler restarts
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     host: Mapped[str | None] = mapped_column(String(128))
     worker: Mapped[str | None] = mapped_column(String(256))
     pid: Mapped[int | None] = mapped_column(Integer)
+    #: start time of the process ``pid`` (seconds since the epoch): with the pid, its identity
+    proc_start: Mapped[float | None] = mapped_column(Float)
     job_id: Mapped[str | None] = mapped_column(String(64))
     gpus: Mapped[list[Any] | None] = mapped_column(JSON)
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -198,6 +203,8 @@ class ItemSetRow(Base):
     __tablename__ = "sets"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    #: the step that registered the set (a re-run of that step replaces it)
+    step_id: Mapped[int | None] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(128))
     item_type: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -249,6 +256,19 @@ class SetIndexEntry(Base):
     count: Mapped[int] = mapped_column(Integer)
     first_row: Mapped[int] = mapped_column(Integer)
     last_row: Mapped[int] = mapped_column(Integer)
+
+
+class HostHealth(Base):
+    """Whether a host's queue or workers answer, as the scheduler last saw it (``orch status``,
+    ``orch queue``): a host whose commands keep failing shows as unreachable, with why and since when."""
+
+    __tablename__ = "host_health"
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    host: Mapped[str] = mapped_column(String(128), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    message: Mapped[str | None] = mapped_column(Text)
 
 
 Index("ix_events_time", Event.time)

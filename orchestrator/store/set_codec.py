@@ -70,6 +70,27 @@ def normalise_columns(schema: ItemSchema, columns: Mapping[str, Any], n: int) ->
     return result
 
 
+def invalid_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ids that are 0 or negative, ids given more than once) among the ids of one append.
+
+    Both are sorted and unique, and usually empty. Increasing ids (numbered by the set, or
+    copied in order from another set) cost one vectorised pass; only a batch out of order is
+    sorted to find its repeats.
+    """
+    nonpositive = np.unique(ids[ids <= 0])
+    if len(ids) < 2 or bool((ids[1:] > ids[:-1]).all()):
+        return nonpositive, ids[:0]
+    ordered = np.sort(ids)
+    return nonpositive, np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+
+
+def listed_ids(ids: np.ndarray, shown: int = 5) -> str:
+    """``"0, -3, 7 and 12 more (15 ids)"``: the first few of a sorted id array, for messages."""
+    head = ", ".join(str(int(i)) for i in ids[:shown])
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return f"{head}{more} ({len(ids)} id{'s' if len(ids) != 1 else ''})"
+
+
 def encode_column(spec: ColumnSpec, values: np.ndarray) -> tuple[bytes, float | None, float | None]:
     """Bytes, min and max of one column of one chunk (no zone map for strings and booleans)."""
     array = np.ascontiguousarray(values, dtype=spec.storage_dtype.newbyteorder("<"))

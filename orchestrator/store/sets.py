@@ -29,7 +29,15 @@ from orchestrator.objects.em import Acquisition
 from orchestrator.store import set_codec
 from orchestrator.store.engine import WRITE
 from orchestrator.store.schema import ItemSetRow, SetColumnChunk, SetIndexEntry, SetString, StreamState
-from orchestrator.store.set_query import Between, Condition, Equals, OneOf, conditions_from_kwargs, mask
+from orchestrator.store.set_query import (
+    Between,
+    Condition,
+    Equals,
+    OneOf,
+    conditions_from_kwargs,
+    mask,
+    typed_conditions,
+)
 
 DEFAULT_CHUNK_SIZE = 32768
 
@@ -54,25 +62,48 @@ def create_set(engine: Engine, name: str, item_type: str, run_id: int | None = N
                properties: Mapping[str, Any] | None = None,
                chunk_size: int = DEFAULT_CHUNK_SIZE) -> ItemSet:
     """Create an empty, open set of ``item_type`` items and return it."""
-    schema = schema_for(item_type)
     with engine.connect().execution_options(**WRITE) as conn, conn.begin():
-        set_id = conn.execute(insert(_SETS).values(
-            run_id=run_id, name=name, item_type=item_type, size=0, n_chunks=0, next_id=1,
-            chunk_size=chunk_size, stream_state=StreamState.OPEN.value,
-            columns=[[c.name, c.dtype] for c in schema.columns], properties=dict(properties or {}),
-            created_at=now(),
-        )).inserted_primary_key[0]  # type: ignore[index]
-    return ItemSet(engine, int(set_id))
+        set_id = _insert_set_row(conn, name, item_type, run_id, None, properties, chunk_size)
+    return ItemSet(engine, set_id)
+
+
+def _insert_set_row(conn: Connection, name: str, item_type: str, run_id: int | None, step_id: int | None,
+                    properties: Mapping[str, Any] | None, chunk_size: int) -> int:
+    schema = schema_for(item_type)
+    return int(conn.execute(insert(_SETS).values(
+        run_id=run_id, step_id=step_id, name=name, item_type=item_type, size=0, n_chunks=0, next_id=1,
+        chunk_size=chunk_size, stream_state=StreamState.OPEN.value,
+        columns=[[c.name, c.dtype] for c in schema.columns], properties=dict(properties or {}),
+        created_at=now(),
+    )).inserted_primary_key[0])  # type: ignore[index]
+
+
+def create_filled_set_in(conn: Connection, engine: Engine, name: str, item_type: str, columns: Mapping[str, Any],
+                         properties: Mapping[str, Any] | None, run_id: int, step_id: int) -> int:
+    """Create, fill and close a set inside the caller's write transaction; its id.
+
+    Used when a step's end is recorded: the step's sets and its FINISHED state commit together,
+    so a retried or re-run step never leaves a half-filled or open set behind.
+    """
+    set_id = _insert_set_row(conn, name, item_type, run_id, step_id, properties, DEFAULT_CHUNK_SIZE)
+    item_set = ItemSet(engine, set_id, header=conn.execute(select(_SETS).where(_SETS.c.id == set_id))
+                       .mappings().one())
+    item_set.append_columns_in(conn, columns)
+    conn.execute(update(_SETS).where(_SETS.c.id == set_id).values(stream_state=StreamState.CLOSED.value,
+                                                                   closed_at=now()))
+    return set_id
 
 
 class ItemSet:
     """A handle on one stored set. Cheap to create; every call reads the store afresh."""
 
-    def __init__(self, engine: Engine, set_id: int) -> None:
+    def __init__(self, engine: Engine, set_id: int, header: Mapping[str, Any] | None = None) -> None:
         self.engine = engine
         self.id = set_id
-        with engine.connect() as conn:
-            row = conn.execute(select(_SETS).where(_SETS.c.id == set_id)).mappings().first()
+        row = header
+        if row is None:
+            with engine.connect() as conn:
+                row = conn.execute(select(_SETS).where(_SETS.c.id == set_id)).mappings().first()
         if row is None:
             raise NotFoundError(f"set {set_id} does not exist")
         self.name: str = row["name"]
@@ -138,24 +169,61 @@ class ItemSet:
         n = len(next(iter(columns.values()))) if columns else 0
         if n == 0:
             return 0
+        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            return self.append_columns_in(conn, columns)
+
+    def append_columns_in(self, conn: Connection, columns: Mapping[str, Any]) -> int:
+        """:meth:`append_columns` inside the caller's write transaction (a step's end records its
+        sets and its FINISHED state in one transaction: see :mod:`orchestrator.store.lifecycle`)."""
+        n = len(next(iter(columns.values()))) if columns else 0
+        if n == 0:
+            return 0
         try:
             data = set_codec.normalise_columns(self.schema, columns, n)
         except (KeyError, ValueError) as exc:
             raise UsageError(f"set {self.name!r} ({self.item_type}): {exc.args[0]}") from None
-        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-            header = self._header(conn, lock=True)
-            if header["stream_state"] == StreamState.CLOSED.value:
-                raise UsageError(f"set {self.name!r} is closed: no more items can be appended")
-            next_id = int(header["next_id"])
-            ids = data["id"]
-            if not ids.any():
-                data["id"] = np.arange(next_id, next_id + n, dtype=np.int64)
-            next_id = max(next_id, int(data["id"].max()) + 1)
-            self._encode_strings(conn, data)
-            n_chunks = self._write_chunks(conn, data, int(header["n_chunks"]))
-            conn.execute(update(_SETS).where(_SETS.c.id == self.id).values(
-                size=_SETS.c.size + n, n_chunks=n_chunks, next_id=next_id))
+        header = self._header(conn, lock=True)
+        if header["stream_state"] == StreamState.CLOSED.value:
+            raise UsageError(f"set {self.name!r} is closed: no more items can be appended")
+        next_id = int(header["next_id"])
+        ids = data["id"]
+        if not ids.any():
+            data["id"] = np.arange(next_id, next_id + n, dtype=np.int64)
+        else:
+            self._check_new_ids(conn, ids, next_id)
+        next_id = max(next_id, int(data["id"].max()) + 1)
+        self._encode_strings(conn, data)
+        n_chunks = self._write_chunks(conn, data, int(header["n_chunks"]))
+        conn.execute(update(_SETS).where(_SETS.c.id == self.id).values(
+            size=_SETS.c.size + n, n_chunks=n_chunks, next_id=next_id))
         return n
+
+    def _check_new_ids(self, conn: Connection, ids: np.ndarray, next_id: int) -> None:
+        """Refuse ids that are 0 or negative, repeated in the batch, or already in the set.
+
+        Every id the set holds is below its ``next_id``, so a batch of ids at or above it (the
+        usual case) needs no look at the stored items; otherwise only the chunks whose id zone
+        map overlaps the lower ids are read.
+        """
+        owner = f"set {self.name!r} ({self.item_type})"
+        nonpositive, repeated = set_codec.invalid_ids(ids)
+        if nonpositive.size:
+            raise UsageError(f"{owner}: item ids must be 1 or more (an id column of only zeros lets the set "
+                             f"number the items), got {set_codec.listed_ids(nonpositive)}")
+        if repeated.size:
+            raise UsageError(f"{owner}: ids given more than once in the items appended: "
+                             f"{set_codec.listed_ids(repeated)}")
+        lower = ids[ids < next_id]
+        if not lower.size:
+            return
+        chunks = conn.execute(select(_COLUMNS.c.chunk_no).where(
+            _COLUMNS.c.set_id == self.id, _COLUMNS.c.column == "id",
+            _COLUMNS.c.max_value >= float(lower.min()), _COLUMNS.c.min_value <= float(lower.max()))).scalars().all()
+        present = [np.intersect1d(lower, self._load_chunk(conn, chunk_no, ["id"], decode_strings=False)["id"])
+                   for chunk_no in chunks]
+        taken = np.unique(np.concatenate(present)) if present else lower[:0]
+        if taken.size:
+            raise UsageError(f"{owner}: ids already in the set: {set_codec.listed_ids(taken)}")
 
     def _encode_strings(self, conn: Connection, data: Columns) -> None:
         for spec in self.schema.columns:
@@ -287,6 +355,7 @@ class ItemSet:
         names = list(columns) if columns is not None else self.schema.names
         condition_names = list(dict.fromkeys(c.column for c in conditions))
         self._check([*names, *condition_names])
+        conditions = typed_conditions(conditions, self.schema, f"set {self.name!r} ({self.item_type})")
         lookup = _StringLookup(self.id)
         with self.engine.connect() as conn:
             for chunk_no, rows in self._candidate_chunks(conn, conditions).items():

@@ -1,33 +1,29 @@
 """What a step's own batch job runs: ``python -m orchestrator.worker.batch_job PAYLOAD.json``.
 
 The job reads the step's payload (written next to it by the scheduler, with paths as the
-compute node sees them) and runs the step with the GPUs the queue allocated to the job. It
-imports only the worker runtime: nothing of the queue machinery or the scheduler.
+compute node sees them) and runs the step with the GPUs the queue allocated to the job, as a
+step away from the store: it leaves its outcome record in its attempt folder (the job's own
+folder) and never opens the project store. It imports only the worker runtime: nothing of the
+queue machinery or the scheduler.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 from orchestrator.hosts.gpus import allocated_gpus
-from orchestrator.worker.runtime import StepFailed, StepPayload, run_step_task
+from orchestrator.worker.outcome import AttemptReplayed, attempt_dir
+from orchestrator.worker.runtime import StepPayload, run_reported_step
 
 PAYLOAD_FILE = "payload.json"
 JOB_OUTPUT = "job.out"
 
 
-def host_payload(payload: StepPayload, map_path: Callable[[str], str]) -> StepPayload:
-    """The payload with its paths as the queue host sees them (its ``path_map``)."""
-    return replace(payload, project_dir=map_path(payload.project_dir), run_dir=map_path(payload.run_dir),
-                   log_path=map_path(payload.log_path), store_url=map_path(payload.store_url))
-
-
 def job_dir_for(payload: StepPayload) -> Path:
-    return Path(payload.run_dir) / "jobs" / f"{payload.step_name}.a{payload.attempt}"
+    """The step's own batch job works in the attempt's folder."""
+    return attempt_dir(payload.run_dir, payload.step_name, payload.attempt)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,9 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     if gpus:
         payload.gpus = [int(g) if g.isdigit() else g for g in gpus]  # type: ignore[misc]
     try:
-        run_step_task(payload)
-    except StepFailed as exc:
-        print(f"step failed: {exc}", file=sys.stderr)
+        outcome = run_reported_step(payload)
+    except AttemptReplayed as exc:
+        print(f"not run: {exc}", file=sys.stderr)
+        return 3
+    if not outcome.ok:
+        print(f"step failed: {outcome.error}", file=sys.stderr)
         return 1
     return 0
 

@@ -37,3 +37,4 @@ def run_gpu_step_task(payload: StepPayload, gpus: int, declared: int, sharing: b
     """Lease ``gpus`` devices of this worker, run the step with them, give them back."""
     with gpus_leased(payload, gpus, declared, sharing) as leased:
         return run_step_task(leased)
+

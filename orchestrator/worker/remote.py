@@ -1,33 +1,24 @@
-"""What runs on a remote dask worker for one attempt of one step, on a host that neither shares
-the project's files nor reaches the project store.
+"""A step on a host that sees the project under other paths, or has its own copy of it.
 
-Unlike :func:`orchestrator.worker.runtime.run_step_task`, nothing is written to the
-store here: the worker only runs the step, in the host's copy of the project (paths in the
-step's arguments rewritten by a :class:`PathMap`), and returns a :class:`RemoteOutcome`. The
-scheduler's own process records the transitions and brings the outputs and the log back.
-A step failure is an outcome too (``ok=False``), never an exception: the scheduler then
-still knows where the log is, and a dask retry of a failed user step cannot happen behind
-the scheduler's back.
-
-When the step starts, the worker announces it with a dask event (topic :data:`RUNNING_TOPIC`)
-so that the scheduler can record RUNNING at once, long before the outcome arrives.
+The step runs like any step away from the store (:func:`~orchestrator.worker.runtime.run_reported_step`:
+an outcome record in its attempt folder, nothing written to the store), with the payload's paths
+(run folder, log, arguments, params, exported input sets) rewritten by a :class:`PathMap` before
+it runs, and the paths in its result mapped back after: on a cluster whose nodes mount the
+project elsewhere (a hosts file's ``path_map``), and on an SSH host with its own copy of the
+project, where the scheduler's side also brings the log, the outputs and the registered sets
+back.
 """
 
 from __future__ import annotations
 
 import os
-import time
-import traceback
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path, PurePath, PurePosixPath
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import PurePath, PurePosixPath
 from typing import Any
 
-from orchestrator.protocol import StepContext, execute_step
-from orchestrator.worker.runtime import PeakMemory, StepPayload, _redirected_output, _worker_address, log_tail
-
-RUNNING_TOPIC = "orch-step-running"
+from orchestrator.worker.outcome import StepOutcome
+from orchestrator.worker.runtime import StepPayload, run_reported_step
 
 
 def _under(text: str, root: str) -> bool:
@@ -46,6 +37,15 @@ class PathMap:
     local_project_dir: str
     remote_project_dir: str
     extra: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_pairs(cls, pairs: Sequence[tuple[str, str]], default_root: str) -> PathMap:
+        """A map made of (local prefix, host prefix) pairs (a hosts file's ``path_map``); with no
+        pair, the identity on ``default_root`` (the host sees this machine's paths)."""
+        if not pairs:
+            return cls(default_root, default_root)
+        (local, remote), *extra = pairs
+        return cls(local, remote, tuple(extra))
 
     def __post_init__(self) -> None:
         for name in ("local_project_dir", "remote_project_dir"):
@@ -84,25 +84,6 @@ class PathMap:
         return self._map(value, sorted(reverse, key=lambda pair: len(pair[0]), reverse=True))
 
 
-@dataclass
-class RemoteOutcome:
-    """How one attempt of a step ended on a remote host (plain, picklable data).
-
-    ``result`` is the step's result with paths already mapped back to this machine;
-    ``error`` is ``"ExceptionType: message"`` when ``ok`` is false; ``log_tail`` the last
-    lines of the step's log on the host (``remote_log_path``), traceback included.
-    """
-
-    ok: bool
-    result: dict[str, Any] | None
-    error: str | None
-    log_tail: str
-    started_at: datetime
-    duration_s: float
-    peak_memory_mb: float
-    worker: str
-    pid: int
-    remote_log_path: str
 
 
 def remote_log_path(path_map: PathMap, payload: StepPayload) -> PurePosixPath:
@@ -110,59 +91,38 @@ def remote_log_path(path_map: PathMap, payload: StepPayload) -> PurePosixPath:
     return PurePosixPath(path_map.to_remote(payload.run_dir)) / "logs" / f"{payload.step_name}.log"
 
 
-def announce_running(payload: StepPayload, worker: str, started_at: datetime) -> bool:
-    """Tell the scheduler, through a dask event, that the step runs; False outside a dask worker."""
-    try:
-        from distributed import get_worker
-
-        dask_worker = get_worker()
-    except ValueError:  # called directly (tests, a batch job): nobody to tell
-        return False
-    dask_worker.log_event(RUNNING_TOPIC, {
-        "step_id": payload.step_id, "run_id": payload.run_id, "attempt": payload.attempt,
-        "step_name": payload.step_name, "host": payload.host, "worker": worker, "pid": os.getpid(),
-        "gpus": list(payload.gpus), "started_at": started_at.isoformat()})
-    return True
-
-
-def _reachable_store(url: str) -> str:
+def reachable_store(url: str) -> str:
     """A server store (PostgreSQL) may be reachable from the host; a SQLite file here is not."""
     return url if url.startswith(("postgresql", "postgres:")) else ""
 
 
-def run_remote_step(payload: StepPayload, path_map: PathMap) -> RemoteOutcome:
-    """Run one attempt of one step in the host's copy of the project; see the module docstring.
+def remote_payload(payload: StepPayload, path_map: PathMap) -> StepPayload:
+    """The payload as the host sees it: its paths in the host's copy of the project."""
+    return replace(payload, project_dir=path_map.remote_project_dir, run_dir=path_map.to_remote(payload.run_dir),
+                   log_path=str(remote_log_path(path_map, payload)), args=path_map.to_remote(payload.args),
+                   params=path_map.to_remote(payload.params), store_url=reachable_store(payload.store_url),
+                   sets_dir=path_map.to_remote(payload.sets_dir) if payload.sets_dir else "")
+
+
+def run_mapped_step(payload: StepPayload, path_map: PathMap, gpus: int = 0, worker_gpus: int = 0,
+                    sharing: bool = False) -> StepOutcome:
+    """:func:`run_remote_step`, leasing ``gpus`` devices of this worker's pool first when it needs any
+    (see :mod:`orchestrator.worker.gpus`): how a pilot or SSH worker runs a step."""
+    if not gpus:
+        return run_remote_step(payload, path_map)
+    from orchestrator.worker.gpus import gpus_leased
+
+    with gpus_leased(payload, gpus, worker_gpus, sharing) as leased:
+        return run_remote_step(leased, path_map)
+
+
+def run_remote_step(payload: StepPayload, path_map: PathMap) -> StepOutcome:
+    """Run one attempt in the host's copy of the project; the outcome's result has local paths again.
 
     ``payload`` is the same as for a shared-file-system host, with local paths; its
-    ``store_url`` reaches the step only for a PostgreSQL store (the host may reach the server);
-    a SQLite store lives on this machine's disk, so the step sees an empty one.
+    ``store_url`` reaches the step only for a PostgreSQL store (the host may reach the server).
     """
-    run_dir = Path(path_map.to_remote(payload.run_dir))
-    log_path = Path(remote_log_path(path_map, payload))
-    if payload.gpus:
-        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in payload.gpus)
-    worker = _worker_address()
-    started = datetime.now(UTC)
-    announce_running(payload, worker, started)
-    ctx = StepContext(project_dir=Path(path_map.remote_project_dir), run_id=payload.run_id, run_dir=run_dir,
-                      step_name=payload.step_name, log_path=log_path, gpus=list(payload.gpus),
-                      params=path_map.to_remote(payload.params), store_url=_reachable_store(payload.store_url),
-                      attempt=payload.attempt)
-    args = path_map.to_remote(payload.args)
-    t0 = time.perf_counter()
-    memory = PeakMemory.shared()
-    result: dict[str, Any] | None = None
-    error: str | None = None
-    try:
-        with memory, _redirected_output(log_path):
-            result = execute_step(payload.func, ctx, args)
-    except KeyboardInterrupt:
-        raise  # the worker itself is being stopped: not the step's failure
-    except BaseException as exc:  # noqa: BLE001 - every failure of user code becomes the outcome
-        with open(log_path, "a", encoding="utf-8") as log:
-            log.write(traceback.format_exc())
-        error = f"{type(exc).__name__}: {exc}"
-    return RemoteOutcome(
-        ok=error is None, result=path_map.to_local(result) if result is not None else None, error=error,
-        log_tail=log_tail(log_path), started_at=started, duration_s=time.perf_counter() - t0,
-        peak_memory_mb=memory.peak / 2**20, worker=worker, pid=os.getpid(), remote_log_path=str(log_path))
+    outcome = run_reported_step(remote_payload(payload, path_map))
+    if outcome.result is not None:
+        outcome.result = path_map.to_local(outcome.result)
+    return outcome

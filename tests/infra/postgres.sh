@@ -4,10 +4,14 @@
 #   postgres.sh stop     stop the instance recorded in the state dir (nothing else)
 #   postgres.sh status   exit 0 and say so when running and accepting connections, else exit 3
 #   postgres.sh url      print postgresql+psycopg://postgres@127.0.0.1:PORT/orch_test
-#   postgres.sh env      print `export ORCH_TEST_PG_URL=...`
+#   postgres.sh env      print `export ORCH_TEST_PG_URL=...` and the password role's variables
 # Data: $ORCH_CI_ROOT/postgres (default /tmp/orch-ci/postgres). Port: ORCH_PG_PORT (default
 # 5433), or the next free one when that is taken by something that is not ours; the port in use
 # is remembered in the state dir. Trust auth on 127.0.0.1 only; fsync off (test data only).
+# One role, orch_pw, must authenticate with a password (scram-sha-256, a pg_hba line of its own
+# before the trust lines), for the tests that credentials come from a pgpass file and never
+# reach project files: its random password is made once and kept in $STATE/orch_pw.secret
+# (mode 0600); `env` exports ORCH_TEST_PG_PW_ROLE and ORCH_TEST_PG_PW_SECRET_FILE.
 set -euo pipefail
 SERVICE=postgres
 . "$(dirname "$0")/lib.sh"
@@ -18,6 +22,9 @@ LOG=$STATE/server.log
 PORT_FILE=$STATE/port
 DB=orch_test
 DEFAULT_PORT=${ORCH_PG_PORT:-5433}
+PW_ROLE=orch_pw
+PW_SECRET=$STATE/$PW_ROLE.secret
+PW_HBA_LINE="host all $PW_ROLE 127.0.0.1/32 scram-sha-256"
 START_TIMEOUT=${ORCH_PG_START_TIMEOUT:-60}
 
 pg_bin() {
@@ -56,6 +63,25 @@ ensure_db() {
   fi
 }
 
+# The role that needs a password (idempotent: made once; its hba line added once, then a reload).
+ensure_password_role() {
+  local port=$1 hba=$DATA/pg_hba.conf secret
+  if [ ! -s "$PW_SECRET" ]; then
+    secret=$(head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
+    (umask 077; printf '%s' "${secret:0:24}" > "$PW_SECRET")
+  fi
+  if [ "$(psql_cmd "$port" -d postgres -Atc "select 1 from pg_roles where rolname='$PW_ROLE'")" != 1 ]; then
+    psql_cmd "$port" -d postgres -c "CREATE ROLE $PW_ROLE LOGIN" >/dev/null
+  fi
+  # through stdin, so that the password is on no command line
+  printf "ALTER ROLE %s PASSWORD '%s';\n" "$PW_ROLE" "$(cat "$PW_SECRET")" | psql_cmd "$port" -d postgres >/dev/null
+  if ! grep -qxF "$PW_HBA_LINE" "$hba"; then
+    { echo "# tests/infra/postgres.sh: $PW_ROLE must give its password"; echo "$PW_HBA_LINE"; cat "$hba"; } > "$hba.new"
+    chown postgres:postgres "$hba.new"; chmod 600 "$hba.new"; mv "$hba.new" "$hba"
+    psql_cmd "$port" -d postgres -Atc "select pg_reload_conf()" >/dev/null
+  fi
+}
+
 do_stop() {
   local pid
   pid=$(server_pid)
@@ -75,7 +101,7 @@ do_start() {
   local t0 port pid
   t0=$(now_ms)
   if healthy; then
-    port=$(current_port); ensure_db "$port"; echo "$port" > "$PORT_FILE"
+    port=$(current_port); ensure_db "$port"; ensure_password_role "$port"; echo "$port" > "$PORT_FILE"
     log "already running (pid $(server_pid), port $port): reusing it"
     return 0
   fi
@@ -109,6 +135,7 @@ do_start() {
   wait_until "$START_TIMEOUT" "PostgreSQL on port $port to answer" "$LOG" healthy ||
     die "PostgreSQL started but does not answer on 127.0.0.1:$port"
   ensure_db "$port"
+  ensure_password_role "$port"
   log "started (pid $(server_pid), port $port) in $(( $(now_ms) - t0 )) ms"
 }
 
@@ -136,5 +163,7 @@ case "$cmd" in
   stop) need_root; do_stop ;;
   status) do_status ;;
   url) url ;;
-  env) echo "export ORCH_TEST_PG_URL=$(url)" ;;
+  env) echo "export ORCH_TEST_PG_URL=$(url)"
+       echo "export ORCH_TEST_PG_PW_ROLE=$PW_ROLE"
+       echo "export ORCH_TEST_PG_PW_SECRET_FILE=$PW_SECRET" ;;
 esac

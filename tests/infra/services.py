@@ -18,6 +18,12 @@ Services and what their environment holds (``bash tests/infra/<name>.sh env`` pr
 - ``sshd``: ``ORCH_TEST_SSH_HOST``, ``_PORT``, ``_USER``, ``_KEY``, ``_KNOWN_HOSTS``, ``_CONFIG``
 
 The scripts are started by ``make test`` (or by hand: ``bash tests/infra/slurm.sh start``).
+
+Every test that needs something the machine may lack (a service, a program, root) asks through
+:func:`require` (or :func:`require_service`): outside CI the test is skipped with the reason; in
+CI (``CI`` set, as ``make test`` and ``.ci/run`` do) it fails, because CI is where the project
+provides everything. The root ``conftest.py`` backs this up: in CI any other skip whose reason is
+not on its allow-list (hardware, e.g. no GPU) fails too.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import shlex
 import subprocess
 import unittest
 from pathlib import Path
+from typing import NoReturn
 
 INFRA_DIR = Path(__file__).resolve().parent
 SERVICES = ("postgres", "slurm", "sge", "sshd")
@@ -34,7 +41,11 @@ _TIMEOUT_S = 60
 _cache: dict[str, dict[str, str]] = {}
 
 
-class ServiceUnavailable(RuntimeError):
+class RequirementMissing(RuntimeError):
+    """A test's prerequisite is missing in CI, where it must be there (outside CI: a skip)."""
+
+
+class ServiceUnavailable(RequirementMissing):
     """A test service is not running (or its script failed); the message says how to start it."""
 
 
@@ -103,17 +114,41 @@ def start_service(name: str) -> dict[str, str]:
     return service_env(name, refresh=True)
 
 
+def require(condition: object, reason: str) -> None:
+    """Go on only when ``condition`` is true: the one way a test says what it cannot run without.
+
+    Outside CI a false condition skips the test with ``reason``; in CI it raises
+    :class:`RequirementMissing`, a failure: a CI run that would quietly skip a test has a broken
+    set-up, and must say so. ``reason`` should say
+    what is missing and how to get it (which script installs or starts it).
+    """
+    if condition:
+        return
+    if in_ci():
+        raise RequirementMissing(f"{reason} (CI is set: the project's scripts must provide it)")
+    _skip(reason)
+
+
+def _skip(reason: str) -> NoReturn:
+    """Skip the running test: through pytest when it runs us (the report then shows the test's own
+    line), else ``unittest.SkipTest`` (this module stays importable with the standard library only)."""
+    try:
+        import pytest
+    except ImportError:
+        raise unittest.SkipTest(reason) from None
+    pytest.skip(reason)
+
+
 def require_service(name: str, *, start: bool = False) -> dict[str, str]:
     """The environment of service ``name`` for a test that cannot run without it.
 
     When the service is not running (and ``start`` is false, or starting it failed):
-    outside CI the test is skipped (``unittest.SkipTest``, which pytest reports as a skip, with
-    the reason); in CI (``CI`` set) it is an error, never a skip: :class:`ServiceUnavailable`
-    is raised, so a broken test infrastructure cannot pass unnoticed.
+    outside CI the test is skipped, with the reason; in CI (``CI`` set) it is an error, never a
+    skip: :class:`ServiceUnavailable` is raised, so a broken test infrastructure cannot pass unnoticed.
     """
     try:
         return start_service(name) if start else service_env(name)
     except ServiceUnavailable as exc:
         if in_ci():
             raise
-        raise unittest.SkipTest(str(exc)) from exc
+        _skip(str(exc))

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from infra.services import require_service
 
+from orchestrator.hosts.check import check_host
 from orchestrator.hosts.config.loader import load_hosts_file
 from orchestrator.hosts.config.model import HostConfig
 from orchestrator.hosts.queues.base import JobRequest, JobState
@@ -101,6 +102,38 @@ def test_status_matches_qstat_and_qdel_reaches_the_queue(queue: BatchQueue, tmp_
     assert not any(line.split()[0] in ids for line in out.splitlines()[2:] if line.split())
 
 
+@pytest.mark.parametrize("folder", ["my proj #1 'x'", "plain project"])
+def test_project_path_that_qsub_cannot_read(queue: BatchQueue, tmp_path: Path, folder: str) -> None:
+    # qsub cuts a #$ line at its first # and drops every quote: a path with them is not written
+    # on a directive; the job script changes to it and writes its output there itself.
+    project = tmp_path / folder
+    job_dir = project / "runs" / "r1" / "jobs" / "step.a1"
+    job_dir.mkdir(parents=True)
+    script = 'pwd; echo "job=$ORCH_JOB_ID"; echo to-stderr >&2'
+    job = queue.submit(JobRequest("odd path", bash(script), str(job_dir), Resources(), workdir=str(project)))
+    text = (job_dir / "job.sh").read_text()
+    if "#" in folder:
+        assert "#$ -j y -o /dev/null\n" in text and "#$ -wd" not in text
+    else:
+        assert f'#$ -j y -o "{job_dir}/job.out"\n' in text and f'#$ -wd "{project}"\n' in text
+    status = queue.wait(job.job_id, timeout_s=60)
+    assert status.state is JobState.DONE and status.exit_code == 0, status
+    assert (job_dir / "job.out").read_text() == f"{project}\njob={job.job_id}\nto-stderr\n"
+    strays = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()
+                    and p.parent != job_dir)
+    assert strays == [], strays
+    home = Path.home()
+    assert not list(home.glob(f"*.o{job.job_id}")) and not list(home.glob(f"*.e{job.job_id}"))
+
+
+def test_hosts_check_against_the_real_queue(host: HostConfig) -> None:
+    checks = {c.name: c for c in check_host(host)}
+    assert all(c.ok for c in checks.values()), checks
+    assert "queues all.q exist" in checks["queue answers"].detail
+    wrong = replace(host, queues={"nosuch.q": replace(host.queue(), name="nosuch.q")}, default_queue="nosuch.q")
+    assert not {c.name: c for c in check_host(wrong)}["queue answers"].ok
+
+
 def test_pilots_run_dask_tasks(host: HostConfig, tmp_path: Path) -> None:
     from distributed import Client
 
@@ -110,10 +143,12 @@ def test_pilots_run_dask_tasks(host: HostConfig, tmp_path: Path) -> None:
                                   extra_kwargs={"local_directory": str(tmp_path / "dask")})
     try:
         with Client(cluster) as client:
-            futures = client.map(lambda i: (i + 1, os.environ.get("JOB_ID")), range(30), resources={"cpus": 1})
+            futures = client.map(lambda i: (i + 1, os.environ.get("JOB_ID"), os.environ.get("ORCH_JOB_ID")),
+                                 range(30), resources={"cpus": 1})
             results = client.gather(futures)
             assert [r[0] for r in results] == list(range(1, 31))
             assert None not in {r[1] for r in results}  # ran inside Grid Engine jobs
+            assert all(r[2] == r[1] for r in results)  # under the generic name too
             print(f"SGE pilots (adaptive): 30 tasks done {time.monotonic() - t0:.2f} s after start")
     finally:
         cluster.close()

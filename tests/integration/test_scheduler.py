@@ -100,14 +100,14 @@ def test_relaunch_skips_unchanged_and_reruns_downstream_of_a_change(project: Pro
     with project.open_store() as store:
         before = {s.name: s for s in store.steps.list(fanout)}
         run_dir = project.run_dir(store.runs.get(fanout).name)
-        store.runs.set_state(fanout, RunState.QUEUED, message="relaunch, nothing changed")
+        store.lifecycle.restart_run(fanout)  # relaunch, nothing changed
     serve(project)
     with project.open_store() as store:
         after = {s.name: s for s in store.steps.list(fanout)}
         assert {n: s.started_at for n, s in after.items()} == {n: s.started_at for n, s in before.items()}
         assert store.runs.get(fanout).run_state is RunState.FINISHED
         (run_dir / "parts" / "part_0002.json").unlink()  # an output of one branch is lost
-        store.runs.set_state(fanout, RunState.QUEUED, message="relaunch after a change")
+        store.lifecycle.restart_run(fanout)  # relaunch after a change
     serve(project)
     with project.open_store() as store:
         final = {s.name: s for s in store.steps.list(fanout)}
@@ -124,7 +124,7 @@ def test_changed_input_file_reruns_the_consumer(project: Project) -> None:
         first = store.steps.list(chain)[0]
         produced = project.run_dir(store.runs.get(produce).name) / "out" / "file_0001.bin"
         produced.write_bytes(b"changed at the source" * 10)
-        store.runs.set_state(chain, RunState.QUEUED)
+        store.lifecycle.restart_run(chain)
     serve(project)
     with project.open_store() as store:
         second = store.steps.list(chain)[0]

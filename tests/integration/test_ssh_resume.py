@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from infra.services import INFRA_DIR, in_ci, parse_exports
+from infra.services import INFRA_DIR, parse_exports, require
 from sqlalchemy import select
 
 from orchestrator.hosts.ssh.client import SSHTarget
@@ -35,18 +35,13 @@ def _sshd(root: Path, command: str) -> str:
     env = {**os.environ, "ORCH_CI_ROOT": str(root)}
     done = subprocess.run(["bash", str(INFRA_DIR / "sshd.sh"), command], env=env, capture_output=True, text=True,
                           timeout=60, check=False)
-    if done.returncode != 0:
-        message = f"sshd.sh {command} failed: {done.stderr.strip()}"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
+    require(done.returncode == 0, f"sshd.sh {command} failed: {done.stderr.strip()}")
     return done.stdout
 
 
 @pytest.fixture
 def private_sshd() -> Iterator[tuple[Path, SSHTarget]]:
-    if os.geteuid() != 0 and not in_ci():
-        pytest.skip("starting a private sshd needs root")
+    require(os.geteuid() == 0, "starting a private sshd needs root")
     root = Path(tempfile.mkdtemp(prefix="orch-sshd-resume-", dir="/tmp"))
     root.chmod(0o711)  # sshd reads authorized_keys below it as the test user
     try:

@@ -23,7 +23,8 @@ from orchestrator.protocol import Step, StepContext
 from orchestrator.scheduler.staging import HostStaging, StagingSetupError, remote_project_name
 from orchestrator.store import ProjectStore
 from orchestrator.transfer.errors import TransferError
-from orchestrator.worker.remote import RemoteOutcome, run_remote_step
+from orchestrator.worker.outcome import StepOutcome
+from orchestrator.worker.remote import run_remote_step
 from orchestrator.worker.runtime import StepPayload
 
 pytestmark = pytest.mark.integration
@@ -156,12 +157,12 @@ def test_failed_step_still_brings_its_log_back(host: HostConfig, store: ProjectS
         assert not (run_dir / "summary.star").exists()
 
 
-def _outcome(ok: bool, remote_log: str) -> RemoteOutcome:
+def _outcome(ok: bool, remote_log: str) -> StepOutcome:
     from datetime import UTC, datetime
 
-    return RemoteOutcome(ok=ok, result=None, error=None if ok else "RuntimeError: lost", log_tail="last words",
-                         started_at=datetime.now(UTC), duration_s=1.0, peak_memory_mb=1.0, worker="w", pid=1,
-                         remote_log_path=remote_log)
+    return StepOutcome(step_id=1, run_id=1, attempt=1, ok=ok, result=None, error=None if ok else "RuntimeError: lost",
+                       log_path=remote_log, log_tail="last words", started_at=datetime.now(UTC), duration_s=1.0,
+                       peak_memory_mb=1.0, worker="w", pid=1, proc_start=None, host="gpubox")
 
 
 def test_missing_log_or_outputs(host: HostConfig, store: ProjectStore, project: Path, gain: Path) -> None:

@@ -1,8 +1,10 @@
 """Dask workers started over SSH (the real sshd of tests/infra/sshd.sh), attached to a scheduler here.
 
-The "remote" is this machine seen as the user ``orchtest``, who cannot read the project's
-interpreter under /root; the tests give it a venv of the system Python 3 that reads this
-project's site-packages (what a real host gets by installing em-orchestrator there).
+The "remote" is this machine seen as the user ``orchtest``, who cannot read the project's venv
+under /root; the tests give it a venv of the interpreter the project's venv was made from (so
+the same Python version, whatever the machine's system Python is) that reads this project's
+site-packages (what a real host gets by installing em-orchestrator there), and a bare venv of
+the same interpreter, which has no dask (a host where em-orchestrator is not installed).
 
 Tasks sent to the host are functions it can import (``os.getuid``...), never this module's:
 dask pickles task functions by name, and a worker that cannot unpickle a task leaves the
@@ -25,10 +27,13 @@ from pathlib import Path
 
 import psutil
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, Scheduler
 from infra.services import require_service
+from waiting import wait_until
 
 from orchestrator.hosts.config.model import HostConfig, HostKind, SshConfig
+from orchestrator.hosts.ssh.client import SSHTarget
+from orchestrator.hosts.ssh.openssh import ssh_argv
 from orchestrator.hosts.ssh.workers import (
     RemoteModuleMissingError,
     RemotePythonError,
@@ -39,8 +44,9 @@ from orchestrator.hosts.ssh.workers import (
 from orchestrator.protocol import Step
 from orchestrator.scheduler.staging import HostStaging, register, stage_in_task, stage_out_task, unregister
 from orchestrator.store import ProjectStore
-from orchestrator.worker.remote import RUNNING_TOPIC, RemoteOutcome, run_remote_step
-from orchestrator.worker.runtime import StepPayload
+from orchestrator.worker.outcome import StepOutcome
+from orchestrator.worker.remote import run_remote_step
+from orchestrator.worker.runtime import RUNNING_TOPIC, StepPayload
 
 pytestmark = pytest.mark.integration
 
@@ -57,30 +63,63 @@ def env() -> dict[str, str]:
     return require_service("sshd", start=os.geteuid() == 0)
 
 
+def _project_interpreter() -> Path:
+    """The interpreter behind the project's venv (``sys.base_prefix``), the same minor version."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    return Path(sys.base_prefix) / "bin" / version
+
+
+def _venv_for_the_ssh_user(root: Path, name: str, *, with_project: bool) -> Path:
+    """A venv of the project's interpreter under ``root`` that the SSH user can run; with this
+    project's site-packages (a ``.pth``) or bare (no dask: the interpreter's own packages are left out)."""
+    venv = root / name
+    subprocess.run([str(_project_interpreter()), "-m", "venv", "--without-pip", str(venv)], check=True)
+    if with_project:
+        site = Path(subprocess.run([str(venv / "bin" / "python"), "-c",
+                                    "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                   capture_output=True, text=True, check=True).stdout.strip())
+        ours = sysconfig.get_paths()["purelib"]
+        (site / "orch-dev.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
+    return venv / "bin" / "python"
+
+
+def _ssh_run(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run a command as the SSH user, through the test sshd (what the host's workers will do)."""
+    target = SSHTarget(env["ORCH_TEST_SSH_HOST"], int(env["ORCH_TEST_SSH_PORT"]), env["ORCH_TEST_SSH_USER"],
+                       Path(env["ORCH_TEST_SSH_KEY"]), Path(env["ORCH_TEST_SSH_KNOWN_HOSTS"]))
+    return subprocess.run(ssh_argv(target, argv), capture_output=True, text=True, timeout=60, check=False)
+
+
 @pytest.fixture(scope="module")
-def remote_python(env: dict[str, str]) -> Iterator[str]:
-    """A Python the SSH user can run that imports distributed and orchestrator (this project's)."""
-    system = shutil.which(f"python{sys.version_info.major}.{sys.version_info.minor}", path="/usr/bin:/usr/local/bin")
-    if system is None:
-        pytest.skip(f"no system python{sys.version_info.major}.{sys.version_info.minor} to build the host's venv")
+def host_pythons(env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """Two Pythons the SSH user can run: ``full`` imports distributed and orchestrator (this
+    project's), ``bare`` imports neither. Both are venvs of the project's own interpreter, so no
+    system Python of the same version is needed (the machine's may be older or newer)."""
+    interpreter = _project_interpreter()
+    assert interpreter.exists(), f"{interpreter}: the project venv's base interpreter is not where sys.base_prefix says"
     root = Path(tempfile.mkdtemp(prefix="orch-remote-python-", dir="/tmp"))
-    venv = root / "venv"
-    subprocess.run([system, "-m", "venv", "--without-pip", str(venv)], check=True)
-    site = Path(subprocess.run([str(venv / "bin" / "python"), "-c",
-                                "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
+    pythons = {"full": str(_venv_for_the_ssh_user(root, "venv", with_project=True)),
+               "bare": str(_venv_for_the_ssh_user(root, "bare", with_project=False))}
     ours = sysconfig.get_paths()["purelib"]
-    (site / "orch-dev.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
-    for needed in (Path(ours), Path(__file__).resolve().parents[2]):  # site-packages, and the editable checkout
-        _let_others_traverse(needed)
+    for needed in (Path(ours), Path(__file__).resolve().parents[2], Path(sys.base_prefix)):
+        _let_others_traverse(needed)  # site-packages, the editable checkout, the interpreter's prefix
     for folder, dirs, files in os.walk(root):
         for name in [*dirs, *files]:
             path = Path(folder) / name
             if not path.is_symlink():
                 path.chmod(path.stat().st_mode | 0o055)
     root.chmod(0o755)
-    yield str(venv / "bin" / "python")
+    probe = _ssh_run(env, pythons["full"], "-c", "import distributed, orchestrator")
+    assert probe.returncode == 0, f"the SSH user cannot run {pythons['full']} (is {sys.base_prefix} readable " \
+                                  f"by others?): {probe.stderr[-2000:]}"
+    yield pythons
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def remote_python(host_pythons: dict[str, str]) -> str:
+    """A Python the SSH user can run that imports distributed and orchestrator (this project's)."""
+    return host_pythons["full"]
 
 
 def ssh_table(host: str, env: dict[str, str]) -> str:
@@ -120,6 +159,12 @@ def cluster() -> Iterator[LocalCluster]:
         yield local
 
 
+def _task_state(key: str, dask_scheduler: Scheduler) -> str:
+    """The scheduler's state of a task (run on the scheduler: ``client.run_on_scheduler``)."""
+    task = dask_scheduler.tasks.get(key)
+    return "not there yet" if task is None else str(task.state)
+
+
 def _gone(pids: list[int], timeout: float = 20.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -155,7 +200,9 @@ def test_workers_join_run_tasks_and_honour_resources(env: dict[str, str], remote
 
         # more than one worker holds is never scheduled
         too_big = client.submit(os.getpid, resources={"GPU": 2}, pure=False)
-        time.sleep(1.5)
+        # the scheduler found no worker for it (not merely "not yet"): it waits for one that never comes
+        wait_until(lambda: client.run_on_scheduler(_task_state, too_big.key) == "no-worker",
+                   "the 2-GPU task to be left without a worker")
         assert too_big.status == "pending"
         too_big.cancel()
 
@@ -226,12 +273,10 @@ def test_missing_python_is_a_clear_error(env: dict[str, str], work_dir: str, clu
     assert "No such file" in message  # the remote stderr tail
 
 
-def test_python_without_distributed_is_a_clear_error(env: dict[str, str], work_dir: str,
-                                                     cluster: LocalCluster) -> None:
-    bare = "/usr/bin/python3"
-    probe = subprocess.run([bare, "-c", "import distributed"], capture_output=True, check=False)
-    if probe.returncode == 0:
-        pytest.skip(f"{bare} has distributed installed")
+def test_python_without_distributed_is_a_clear_error(env: dict[str, str], work_dir: str, cluster: LocalCluster,
+                                                     host_pythons: dict[str, str]) -> None:
+    bare = host_pythons["bare"]
+    assert _ssh_run(env, bare, "-c", "import distributed").returncode == 1  # truly without it, on the host
     host = ssh_host(env, work_dir)
     with pytest.raises(RemoteModuleMissingError) as caught:
         start_ssh_workers(host, cluster.scheduler_address, python=bare)
@@ -281,7 +326,7 @@ def test_a_step_runs_on_an_ssh_worker_between_stage_in_and_stage_out(
             # (3) stage-out here takes the step's future: the outcome travels from the host to here
             back = client.submit(stage_out_task, key, run.id, step, run_dir, remote, workers=here,
                                  pure=False).result(timeout=60)
-            outcome: RemoteOutcome = remote.result()
+            outcome: StepOutcome = remote.result()
         finally:
             unregister(key)
         assert outcome.ok, outcome.log_tail

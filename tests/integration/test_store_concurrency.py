@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from orchestrator.store import ProjectStore, RunState, StepState
+from orchestrator.store import ProjectStore, QueuedAttempt, RunState
 
 pytestmark = pytest.mark.integration
 
@@ -25,11 +25,13 @@ def _writer(url: str, shared_set_id: int, worker: int, queue: multiprocessing.Qu
         while time.monotonic() < deadline:
             run = store.runs.create("testkit.noop", {"worker": worker})
             ids = store.steps.add(run.id, [{"name": f"s{i}", "func": "m:f"} for i in range(3)])
-            store.runs.set_state(run.id, RunState.RUNNING)
+            store.lifecycle.queue_run(run.id)
+            store.lifecycle.start_run(run.id)
+            store.lifecycle.queue_steps([QueuedAttempt(step_id, 1, "local") for step_id in ids.values()])
             for step_id in ids.values():
-                store.steps.transition(step_id, StepState.RUNNING, worker=f"w{worker}")
-                store.steps.transition(step_id, StepState.FINISHED, duration_s=0.0)
-            store.runs.set_state(run.id, RunState.FINISHED)
+                store.lifecycle.start_step(step_id, 1, worker=f"w{worker}")
+                store.lifecycle.finish_step(step_id, 1, None, duration_s=0.0)
+            store.lifecycle.finish_run(run.id, [])
             n = 50
             shared.append_columns({"micrograph_id": np.full(n, worker), "class_id": np.arange(n)})
             counts["runs"] += 1

@@ -7,9 +7,11 @@ import re
 from pathlib import Path
 
 import pytest
+from lifecycle_helpers import put_run
 
+from orchestrator.app.runs import wait_for_runs
 from orchestrator.cli import main
-from orchestrator.cli.run_cmd import outcome_code, parse_params, wait_for_runs
+from orchestrator.cli.run_cmd import outcome_code, parse_params
 from orchestrator.errors import UsageError
 from orchestrator.project import Project
 from orchestrator.store import RunState
@@ -93,7 +95,7 @@ def test_describe(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
 def test_restart_requeues_a_final_run(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
     with project.open_store() as store:
         failed = store.runs.create("testkit.noop", {"count": 1}, name="old")
-        store.runs.set_state(failed.id, RunState.FAILED, error="boom")
+        put_run(store, failed.id, RunState.FAILED, error="boom")
     code, out, _ = run(["run", str(project.path), "--restart", "old", "--no-daemon", "--json"], capsys)
     assert code == 0 and json.loads(out)["runs"][0]["state"] == "queued"
     with project.open_store() as store:
@@ -123,8 +125,8 @@ def test_outcome_codes(project: Project, states: list[RunState], code: int) -> N
         ids = []
         for state in states:
             record = store.runs.create("testkit.noop", {})
-            store.runs.set_state(record.id, state)
+            put_run(store, record.id, state)
             ids.append(record.id)
-        runs = wait_for_runs(store, project, ids, timeout_s=0, restart_daemon=False, show_progress=False)
+        runs = wait_for_runs(project, ids, timeout_s=0, restart_scheduler=False)
         assert [r.run_state for r in runs] == states
         assert outcome_code(runs) == code

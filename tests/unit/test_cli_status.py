@@ -9,13 +9,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from lifecycle_helpers import put_run, put_step
 
-from orchestrator.cli import main, output
-from orchestrator.cli.status_cmd import format_duration
+from orchestrator.cli import main
+from orchestrator.cli.output import format_duration
 from orchestrator.project import Project
 from orchestrator.scheduler.daemon import SchedulerLock
 from orchestrator.store import ProjectStore, RunState, StepState
-from orchestrator.worker.processes import is_alive
+from orchestrator.worker.processes import is_alive, process_start
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -27,8 +28,8 @@ def project(tmp_path: Path) -> Project:
 
 @pytest.fixture(autouse=True)
 def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tables as on a wide terminal, so a row is one line (captured output counts as 80 columns)."""
-    monkeypatch.setattr(output.console, "_width", 200)
+    """Tables as on a wide terminal, so a row is one line (captured output is no terminal: never cut)."""
+    monkeypatch.setenv("COLUMNS", "200")
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -38,33 +39,29 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 
 def add_run(store: ProjectStore, name: str, state: RunState, steps: dict[str, StepState], *,
-            pid: int | None = None) -> int:
+            pid: int | None = None, proc_start: float | None = None) -> int:
     """A run with steps in the given states, as a scheduler and its workers would have left it."""
     run = store.runs.create("testkit.fanout", {"count": len(steps)}, name=name)
-    store.runs.set_state(run.id, RunState.QUEUED)
-    if state is not RunState.QUEUED:
-        store.runs.set_state(run.id, RunState.RUNNING)
+    put_run(store, run.id, RunState.QUEUED if state is RunState.QUEUED else RunState.RUNNING)
     ids = store.steps.add(run.id, [{"name": n, "func": "orch_testkit.steps:part_step", "max_retries": 2}
                                    for n in steps])
     for index, (step_name, step_state) in enumerate(steps.items()):
-        step_id = ids[step_name]
         started = T0 + timedelta(seconds=index)
-        if step_state is StepState.PENDING:
-            continue
-        store.steps.transition(step_id, StepState.QUEUED, host="local", attempt=1)
-        if step_state is StepState.QUEUED:
-            continue
-        store.steps.transition(step_id, StepState.RUNNING, worker="tcp://127.0.0.1:4000", host="local",
-                               pid=pid or 4242 + index, started_at=started)
+        running = {"worker": "tcp://127.0.0.1:4000", "pid": pid or 4242 + index, "proc_start": proc_start,
+                   "started_at": started}
         if step_state is StepState.FINISHED:
-            store.steps.transition(step_id, StepState.FINISHED, duration_s=1.5, peak_memory_mb=120.0,
-                                   finished_at=started + timedelta(seconds=1.5))
+            put_step(store, ids[step_name], step_state, **running, duration_s=1.5, peak_memory_mb=120.0,
+                     finished_at=started + timedelta(seconds=1.5))
         elif step_state is StepState.FAILED:
-            store.steps.transition(step_id, StepState.FAILED, duration_s=0.5, peak_memory_mb=80.0,
-                                   error="ValueError: bad [input]\n--- last lines ---\nTraceback")
+            put_step(store, ids[step_name], step_state, **running, duration_s=0.5, peak_memory_mb=80.0,
+                     error="ValueError: bad [input]\n--- last lines ---\nTraceback")
+        elif step_state is StepState.RUNNING:
+            put_step(store, ids[step_name], step_state, **running)
+        else:
+            put_step(store, ids[step_name], step_state)
     if state.is_final:
         error = "step 'b' failed: ValueError: bad [input]\nmore" if state is RunState.FAILED else None
-        store.runs.set_state(run.id, state, error=error)
+        put_run(store, run.id, state, error=error)
     return run.id
 
 
@@ -178,7 +175,7 @@ def test_logs_of_all_steps_one_step_and_events(filled: Project, capsys: pytest.C
     code, out, _ = run(["logs", str(filled.path), "broken", "--events"], capsys)
     lines = out.splitlines()
     assert code == 0 and lines[0].endswith("run created on local - created from testkit.fanout")
-    assert any(line.endswith("step b failed") for line in lines)
+    assert any(line.endswith("step b failed - ValueError: bad [input]") for line in lines)
     assert lines[-2].split(" ", 2)[2] == "run failed - step 'b' failed: ValueError: bad [input]"
     assert lines[-1] == "    more"  # a message's later lines follow it, indented
     code, out, _ = run(["logs", str(filled.path), "broken", "b", "--events", "--json"], capsys)
@@ -207,8 +204,7 @@ def test_cancel_kills_running_steps_and_marks_the_rest(project: Project, capsys:
         with project.open_store() as store:
             run_id = add_run(store, "busy", RunState.RUNNING,
                              {"a": StepState.FINISHED, "b": StepState.RUNNING, "c": StepState.PENDING},
-                             pid=sleeper.pid)
-            store.steps.update(store.steps.list(run_id)[0].id, pid=None)  # the finished step's worker is gone
+                             pid=sleeper.pid, proc_start=process_start(sleeper.pid))
         code, out, _ = run(["cancel", str(project.path), "busy", "--json"], capsys)
         assert code == 0
         assert json.loads(out) == {"run": {"id": run_id, "name": "busy"}, "state": "cancelled",

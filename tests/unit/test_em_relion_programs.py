@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from infra.services import require
 
 from orchestrator.em.mrc import read_header, read_stack, read_volume, write_stack, write_volume
 from orchestrator.em.optics import Optics
@@ -31,11 +32,8 @@ OPTICS = [
 
 def relion(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run one RELION program; skip (or, in CI, fail) when it is not installed."""
-    if shutil.which(args[0]) is None:
-        message = f"{args[0]} is not installed (apt-get install relion openmpi-bin)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; CI must run the RELION integration tests")
-        pytest.skip(message)
+    require(shutil.which(args[0]) is not None,
+            f"{args[0]} is not installed (tests/infra/system-deps.sh relion: apt-get install relion openmpi-bin)")
     done = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
     return done

@@ -7,20 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from infra.services import require
 
 from orchestrator.em import star_rows
 from orchestrator.em.errors import StarFormatError
 from orchestrator.em.star import read_star, write_star
 
 RELION_DATA = Path(__file__).parent.parent / "data" / "relion"
-WRITERS = [
-    pytest.param(False, id="python"),
-    pytest.param(
-        True,
-        id="arrow",
-        marks=pytest.mark.skipif(importlib.util.find_spec("pyarrow") is None, reason="pyarrow not installed"),
-    ),
-]
+WRITERS = [pytest.param(False, id="python"), pytest.param(True, id="arrow")]
 
 
 def write_text(tmp_path: Path, text: str, name: str = "in.star") -> Path:
@@ -60,6 +54,7 @@ def blocks_for_round_trip() -> dict[str, dict]:
 
 @pytest.mark.parametrize("use_arrow", WRITERS)
 def test_round_trip_of_pairs_loops_and_empty_blocks(tmp_path: Path, use_arrow: bool) -> None:
+    require(not use_arrow or importlib.util.find_spec("pyarrow"), "pyarrow not installed (a dependency: make venv)")
     blocks = blocks_for_round_trip()
     path = write_star(tmp_path / "out.star", blocks, use_arrow=use_arrow)
     star = read_star(path)

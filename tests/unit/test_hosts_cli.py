@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from lifecycle_helpers import put_step
 
 from orchestrator.cli import main
 from orchestrator.hosts.config.loader import load_hosts
@@ -75,9 +76,9 @@ def test_queue_reads_job_ids_from_the_store(capsys: pytest.CaptureFixture[str], 
     with project.open_store() as store:
         run_id = store.runs.create("testkit.fanout", {}).id
         ids = store.steps.add(run_id, [{"name": f"s{i}", "func": "f"} for i in range(3)])
-        store.steps.transition(ids["s0"], StepState.RUNNING, host="cluster", job_id="101")
-        store.steps.transition(ids["s1"], StepState.FINISHED, host="cluster", job_id="100")
-        store.steps.transition(ids["s2"], StepState.RUNNING, host="local")
+        put_step(store, ids["s0"], StepState.RUNNING, host="cluster", job_id="101")
+        put_step(store, ids["s1"], StepState.FINISHED, host="cluster", job_id="100")
+        put_step(store, ids["s2"], StepState.RUNNING, host="local")
         jobs = jobs_in_store(store)
         assert {h: dict(j) for h, j in jobs.items()} == {"cluster": {"101": jobs["cluster"]["101"]}}
         assert set(jobs_in_store(store, include_finished=True)["cluster"]) == {"100", "101"}

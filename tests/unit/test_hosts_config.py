@@ -8,7 +8,7 @@ import pytest
 
 from orchestrator.hosts.config.loader import load_hosts, load_hosts_file, parse_hosts
 from orchestrator.hosts.config.model import HostKind
-from orchestrator.hosts.config.units import format_slurm_time, parse_duration_s, parse_memory_mb, parse_walltime_s
+from orchestrator.hosts.config.units import parse_duration_s, parse_memory_mb, parse_walltime_s
 from orchestrator.hosts.errors import HostConfigError, UnknownHostError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,7 +57,7 @@ def error_of(tmp_path: Path, text: str) -> str:
 def test_valid_file_becomes_records(tmp_path: Path) -> None:
     hosts = load_hosts_file(write(tmp_path, SLURM_HOST))
     host = hosts["cluster"]
-    assert host.kind is HostKind.SLURM and host.is_queue and host.default_queue == "gpu"
+    assert host.kind == "slurm" and host.is_queue and host.default_queue == "gpu"
     queue = host.queue()
     assert (queue.cores, queue.memory_mb, queue.gpus, queue.walltime_s) == (32, 256 * 1024, 4, 86400)
     assert host.pilot.queue == "gpu" and host.pilot.memory_mb == 16384 and host.pilot.walltime_s == 7200
@@ -65,6 +65,13 @@ def test_valid_file_becomes_records(tmp_path: Path) -> None:
     assert host.map_path("/homework/x") == "/homework/x"  # a prefix must end at a path separator
     assert host.env_setup == ("module load relion/3.1",)
     assert host.source == tmp_path / "hosts.toml"
+
+
+def test_a_queue_systems_own_keys_come_from_its_backend(tmp_path: Path) -> None:
+    hosts = load_hosts_file(write(tmp_path, '[hosts.ge]\nkind = "sge"\n[hosts.ge.queues.a]\nparallel_env = "mpi"\n'
+                                            '[hosts.ge.queues.b]\n'))
+    assert hosts["ge"].queues["a"].options == {"parallel_env": "mpi"}
+    assert hosts["ge"].queues["b"].options == {"parallel_env": "smp"}  # the backend's default
 
 
 def test_pilots_are_on_unless_the_file_turns_them_off(tmp_path: Path) -> None:
@@ -98,7 +105,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ('[hosts.a]\nkind = "lsf"\n', "key 'kind': must be one of local, ssh, slurm, pbs, sge, got 'lsf'"),
+    ('[hosts.a]\nkind = "lsf"\n', "key 'kind': must be one of local, ssh, slurm, sge, pbs, got 'lsf'"),
     ('[hosts.a]\nwork_dir = "/x"\n', "host 'a': key 'kind': is required"),
     ('[hosts.a]\nkind = "slurm"\n', "key 'queues': a slurm host needs at least one"),
     ('[hosts.a]\nkind = "ssh"\nwork_dir = "/w"\n', "key 'ssh': is required for kind 'ssh'"),
@@ -121,6 +128,12 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     ('[hosts."bad name"]\nkind = "local"\n', "host 'bad name': invalid host name"),
     ('[hosts.a]\nkind = "slurm"\ntemplate = "nope.sh.j2"\n[hosts.a.queues.q]\n', "key 'template': no such template"),
     ('[host.a]\nkind = "local"\n', "unknown top-level key 'host'"),
+    ('[hosts.a]\nkind = ["slurm"]\n', "key 'kind': must be a string"),
+    # a queue table's keys of one queue system belong to its backend: Grid Engine's, not SLURM's
+    ('[hosts.a]\nkind = "slurm"\n[hosts.a.queues.q]\nparallel_env = "smp"\n',
+     "key 'queues.q.parallel_env': unknown key"),
+    ('[hosts.a]\nkind = "sge"\n[hosts.a.queues.q]\nparallel_env = ""\n',
+     "key 'queues.q.parallel_env': must not be empty"),
 ])
 def test_invalid_files(tmp_path: Path, text: str, expected: str) -> None:
     message = error_of(tmp_path, text)
@@ -146,7 +159,7 @@ def test_lookup_order_and_builtin_local(tmp_path: Path) -> None:
     assert load_hosts(project, env={}, user_config=user).get("box").cores == 4
     assert load_hosts(None, env={}, user_config=user).get("box").cores == 2
     only_builtin = load_hosts(None, env={}, user_config=NOWHERE)
-    assert only_builtin.names() == ["local"] and only_builtin.get("local").kind is HostKind.LOCAL
+    assert only_builtin.names() == ["local"] and only_builtin.get("local").kind == HostKind.LOCAL
 
 
 def test_missing_orch_hosts_file_and_unknown_host(tmp_path: Path) -> None:
@@ -184,7 +197,6 @@ def test_units() -> None:
     for ambiguous in ("90:00", "3600", "1:2:3"):
         with pytest.raises(ValueError, match="expected a wall time"):
             parse_walltime_s(ambiguous)
-    assert format_slurm_time(172800 + 61) == "2-00:01:01" and format_slurm_time(59) == "00:00:59"
     assert parse_duration_s("1-02:03:04") == 93784 and parse_duration_s("5:03") == 303
     assert parse_duration_s("00:00.229") == pytest.approx(0.229) and parse_duration_s("INVALID") is None
     for bad in ("-1G", "lots", True):

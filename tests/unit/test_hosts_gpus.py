@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
+from waiting import CountingCondition, wait_until
 
 from orchestrator.hosts.gpus import GpuPool, GpuUnavailable, allocated_gpus
 
@@ -27,14 +27,15 @@ def test_no_gpu_goes_to_two_steps_without_sharing() -> None:
 
 def test_acquire_waits_for_a_release() -> None:
     pool = GpuPool(["0"])
+    pool._cond = waiting = CountingCondition()
     first = pool.acquire(1, "a")
     got: list[str] = []
-    waiter = threading.Thread(target=lambda: got.extend(pool.acquire(1, "b", timeout_s=5).devices))
+    waiter = threading.Thread(target=lambda: got.extend(pool.acquire(1, "b", timeout_s=60).devices))
     waiter.start()
-    time.sleep(0.05)
-    assert not got
+    wait_until(lambda: waiting.waiting == 1, "the second acquire to wait for the GPU")
+    assert not got  # it found the GPU taken and waits: nothing wakes it but a release
     pool.release(first)
-    waiter.join(5)
+    waiter.join(60)
     assert got == ["0"]
 
 
@@ -48,9 +49,11 @@ def test_sharing_spreads_steps_over_the_least_used_gpus() -> None:
 
 
 def test_queue_allocation_is_read_from_the_environment() -> None:
-    assert allocated_gpus({"CUDA_VISIBLE_DEVICES": "2,3", "SLURM_JOB_GPUS": "2,3"}) == ["2", "3"]
-    assert allocated_gpus({"SLURM_JOB_GPUS": "0,1"}) == ["0", "1"]
-    assert allocated_gpus({"GPU_DEVICE_ORDINAL": "1"}) == ["1"]
+    # the job script copies the queue's own variable into ORCH_JOB_GPUS (hosts/job_env.py)
+    assert allocated_gpus({"CUDA_VISIBLE_DEVICES": "2,3", "ORCH_JOB_GPUS": "0,1"}) == ["2", "3"]
+    assert allocated_gpus({"ORCH_JOB_GPUS": "0,1"}) == ["0", "1"]
+    assert allocated_gpus({"ORCH_JOB_GPUS": ""}) == []
+    assert allocated_gpus({"SLURM_JOB_GPUS": "0,1"}) is None  # a queue's own name is not read here
     assert allocated_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
     assert allocated_gpus({"CUDA_VISIBLE_DEVICES": "NoDevFiles"}) == []
     assert allocated_gpus({}) is None

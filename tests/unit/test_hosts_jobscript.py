@@ -74,7 +74,7 @@ def test_slurm_directives(hosts: dict[str, HostConfig]) -> None:
                                                        mpi_ranks=3)))
     assert text.startswith("#!/bin/bash\n#SBATCH ")
     assert directives(text, "#SBATCH") == [
-        "--job-name=refine_3D", "--output='/w/job 1/job.out'", "--chdir='/w/job 1'", "--partition=gpu",
+        "--job-name=refine_3D", '--output="/w/job 1/job.out"', '--chdir="/w/job 1"', "--partition=gpu",
         "--nodes=1", "--ntasks=3", "--cpus-per-task=4", "--mem=32000M", "--time=02:00:00", "--gres=gpu:2",
         "--account=em", "--qos=gpu"]
     assert "export ORCH_TEST_SETUP=loaded\n" in text
@@ -101,11 +101,11 @@ def test_slurm_multi_node_and_limits(hosts: dict[str, HostConfig]) -> None:
 def test_sge_and_pbs_directives(hosts: dict[str, HostConfig]) -> None:
     request = JobRequest("ctf", ["ctffind"], "/w/j", Resources(cpus=2, gpus=1, memory_mb=4000, mpi_ranks=2))
     sge = script(hosts["sge"], request)
-    assert directives(sge, "#$") == ["-S /bin/bash", "-N ctf", "-o /w/j/job.out", "-j y", "-wd /w/j", "-q all.q",
+    assert directives(sge, "#$") == ["-S /bin/bash", "-N ctf", "-j y -o /w/j/job.out", "-wd /w/j", "-q all.q",
                                      "-pe smp 4", "-l h_vmem=1000M", "-l h_rt=04:00:00", "-l gpu=1"]
     pbs = script(hosts["pbs"], JobRequest("ref", ["x"], "/w/j", Resources(cpus=18, gpus=8, memory_mb=8000,
                                                                          walltime_s=3600, mpi_ranks=4)))
-    assert directives(pbs, "#PBS") == ["-S /bin/bash", "-N ref", "-o /w/j/job.out", "-j oe", "-q workq",
+    assert directives(pbs, "#PBS") == ["-S /bin/bash", "-N ref", "-o /w/j/job.out -j oe", "-q workq",
                                        "-l select=2:ncpus=36:mpiprocs=2:mem=4000mb:ngpus=4", "-l place=scatter",
                                        "-l walltime=01:00:00"]
 
@@ -143,10 +143,10 @@ def test_line_breaks_in_directive_values_are_refused(hosts: dict[str, HostConfig
     else:
         host = hosts["slurm"]
         bad = replace(host, extra_directives=("--x\ntouch PWNED",))
-        with pytest.raises(JobScriptError, match="may not contain a newline"):
+        with pytest.raises(JobScriptError, match="host .slurm.: .* may not contain a newline"):
             script(bad, request)
         return
-    with pytest.raises(JobScriptError, match="may not contain a newline"):
+    with pytest.raises(JobScriptError, match="host .slurm.: .* may not contain a newline"):
         script(hosts["slurm"], request)
 
 
@@ -207,3 +207,54 @@ def test_helpers() -> None:
     assert shjoin(["a b", "c'd", "$x"]) == "'a b' 'c'\"'\"'d' '$x'"
     assert safe_job_name("3D refine: run #12") == "j3D_refine_run_12"
     assert safe_job_name("   ") == "job" and len(safe_job_name("x" * 500)) == 64
+
+
+def test_each_queue_carries_what_its_parser_can_read() -> None:
+    """Which hard values each queue's directive parser can carry (the contract tests check that
+    what is carried is read back exactly; see queue_directive_parsers.py for the rules)."""
+    hard = ["/p/my proj #1 'x'", 'say "hi"', "back\\slash", "tab\there", "100%", "$HOME/x", "a:b,c"]
+    slurm = backend_for(HostConfig(name="s", kind="slurm"))
+    sge = backend_for(HostConfig(name="g", kind="sge"))
+    pbs = backend_for(HostConfig(name="p", kind="pbs"))
+    # sbatch: double quotes with \ and " escaped carry everything but a line break
+    assert all(slurm.quote_directive(v) is not None for v in hard)
+    assert slurm.quote_directive("/p/my proj #1 'x'") == "\"/p/my proj #1 'x'\""
+    assert slurm.quote_directive('a"b\\c') == '"a\\"b\\\\c"'
+    # Grid Engine: no escape at all; # ends the line and quotes vanish
+    assert [v for v in hard if sge.quote_directive(v) is None] == ["/p/my proj #1 'x'", 'say "hi"']
+    assert sge.quote_directive("tab\there") == '"tab\there"' and sge.quote_directive("a:b,c") == "a:b,c"
+    # PBS Pro: single quotes, a quote as '\''
+    assert all(pbs.quote_directive(v) is not None for v in hard)
+    assert pbs.quote_directive("/p/my proj #1 'x'") == "'/p/my proj #1 '\\''x'\\'''"
+
+
+def test_output_and_working_directory_per_queue() -> None:
+    slurm = backend_for(HostConfig(name="s", kind="slurm"))
+    sge = backend_for(HostConfig(name="g", kind="sge"))
+    pbs = backend_for(HostConfig(name="p", kind="pbs"))
+    # sbatch's --output is a filename pattern: % doubled, or, with a backslash, \ doubled and no %
+    assert slurm.output_directive("/p/100%/job.out") == "--output=/p/100%%/job.out"
+    assert slurm.output_directive("/p/a\\b %j/job.out") == '--output="/p/a\\\\\\\\b %j/job.out"'
+    assert slurm.workdir_directive("/p/my proj") == '--chdir="/p/my proj"'
+    # Grid Engine: -o is a [host:]path list, expanded on the node; a quoted word ends its line
+    assert sge.output_directive("/p/a:b/job.out") == "-j y -o :/p/a:b/job.out"
+    assert sge.output_directive("/p/a b/job.out") == '-j y -o "/p/a b/job.out"'
+    assert [sge.output_directive(p) for p in ("/p/a,b", "/p/$HOME", "/p/#1", "~/x")] == [None] * 4
+    assert sge.workdir_directive("/p/#1") is None and sge.workdir_directive("/p/a b") == '-wd "/p/a b"'
+    # PBS copies the output back after the job: only plain absolute paths; no working-directory directive
+    assert pbs.output_directive("/p/plain/job.out") == "-o /p/plain/job.out -j oe"
+    assert pbs.output_directive("/p/a b/job.out") is None and pbs.workdir_directive("/p") is None
+
+
+@pytest.mark.parametrize("name", ["slurm", "sge", "pbs"])
+def test_a_hard_project_path_renders_for_every_queue(hosts: dict[str, HostConfig], tmp_path: Path,
+                                                     name: str) -> None:
+    job_dir = tmp_path / "my proj #1 'x'" / "j"
+    job_dir.mkdir(parents=True)
+    text = script(hosts[name], JobRequest("n", ["bash", "-c", "pwd; echo oops >&2"], str(job_dir), Resources()))
+    done = run_script(text, tmp_path)
+    assert done.returncode == 0, done.stderr
+    if name == "slurm":  # sbatch is told the path: the script leaves its output alone
+        assert '#SBATCH --output="' in text and done.stdout == f"{job_dir}\n"
+    else:  # the queue cannot be told it: the script redirects its own output there
+        assert (job_dir / "job.out").read_text() == f"{job_dir}\noops\n"

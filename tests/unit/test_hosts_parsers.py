@@ -13,15 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.hosts.config.model import HostConfig, HostKind, QueueConfig
+from orchestrator.hosts.config.model import HostConfig, QueueConfig
 from orchestrator.hosts.errors import AccountingUnavailable, JobSubmitError, QueueCommandError
 from orchestrator.hosts.queues import backend_for
 from orchestrator.hosts.queues.base import JobState
+from orchestrator.hosts.queues.slurm import format_time
 from orchestrator.hosts.runner import CommandResult
 
 
-def host(kind: HostKind) -> HostConfig:
-    return HostConfig(name=f"test-{kind.value}", kind=kind, source=Path("/t/hosts.toml"),
+def host(kind: str) -> HostConfig:
+    return HostConfig(name=f"test-{kind}", kind=kind, source=Path("/t/hosts.toml"),
                       queues={"q": QueueConfig(name="q")}, default_queue="q", user="alice")
 
 
@@ -29,9 +30,9 @@ def result(stdout: str = "", stderr: str = "", returncode: int = 0) -> CommandRe
     return CommandResult(("cmd",), returncode, stdout, stderr)
 
 
-SLURM = backend_for(host(HostKind.SLURM))
-SGE = backend_for(host(HostKind.SGE))
-PBS = backend_for(host(HostKind.PBS))
+SLURM = backend_for(host("slurm"))
+SGE = backend_for(host("sge"))
+PBS = backend_for(host("pbs"))
 
 # squeue --noheader --jobs=... --states=all --format='%i|%T|%P|%M|%N|%b|%r' (recorded)
 SQUEUE = """\
@@ -108,6 +109,14 @@ def test_slurm_submit_and_cancel() -> None:
         returncode=1))
     assert not SLURM.cancel_succeeded(result(stderr="scancel: error: Unable to contact slurm controller\n",
                                              returncode=1))
+
+
+def test_slurm_time_and_checks() -> None:
+    assert format_time(172800 + 61) == "2-00:01:01" and format_time(59) == "00:00:59"
+    # sinfo --noheader --format=%R|%a and --Node --format=%N|%R|%G (recorded, plus a typed-GPU node)
+    assert SLURM.parse_queue_names("debug|up\ngpu|up\n") == {"debug", "gpu"}
+    assert SLURM.parse_gpu_inventory("localhost|debug|gpu:2\nn1|gpu|gpu:a100:4(S:0-1),gpu:v100:2\nn2|gpu|(null)\n") == {
+        "debug": 2, "gpu": 6}
 
 
 # qstat -xml -u '*' (recorded: two running, one held)

@@ -10,6 +10,7 @@ import pytest
 
 from orchestrator.hosts.config.loader import parse_hosts
 from orchestrator.hosts.errors import HostError
+from orchestrator.hosts.queues import backend_for
 from orchestrator.hosts.queues.pilots import FORK_WORKERS, pilot_spec, pilots_needed
 
 HOSTS = """
@@ -71,8 +72,11 @@ def test_slurm_pilot(hosts) -> None:  # type: ignore[no-untyped-def]
     assert (kw["queue"], kw["cores"], kw["processes"], kw["memory"], kw["walltime"]) == ("gpu", 8, 2, "32G",
                                                                                           "04:00:00")
     assert kw["job_extra_directives"] == ["--account=em", "--gres=gpu:a100:2"]
-    # the site's set-up first, then workers forked from the started, pre-imported process
-    assert kw["job_script_prologue"] == ["module load relion", FORK_WORKERS] and kw["interface"] == "ib0"
+    # the job's id and GPUs under generic names, the site's set-up, then workers forked from the
+    # started, pre-imported process
+    exports = backend_for(hosts["slurm"]).job_exports()
+    assert kw["job_script_prologue"] == [*exports, "module load relion", FORK_WORKERS] and kw["interface"] == "ib0"
+    assert kw["log_directory"] == "/logs"
     assert kw["worker_extra_args"][:2] == ["--resources", "cpus=4,gpus=1"]
     assert spec.worker_resources == {"cpus": 4.0, "gpus": 1.0}
     assert "--lifetime" in kw["worker_extra_args"] and kw["python"] == sys.executable
@@ -105,3 +109,17 @@ def test_pilots_needed(hosts) -> None:  # type: ignore[no-untyped-def]
     assert pilots_needed(0, hosts["sge"]) == 0
     assert pilots_needed(9, hosts["sge"]) == 3 and pilots_needed(100, hosts["sge"]) == 3
     assert pilots_needed(0, hosts["pbs"]) == 1
+
+
+@pytest.mark.parametrize("name", ["slurm", "sge", "pbs"])
+def test_a_log_directory_the_queue_would_misread_goes_through_the_prologue(hosts, name: str) -> None:  # type: ignore[no-untyped-def]
+    # dask-jobqueue writes its log directory into -o/-e directives unquoted
+    logs = "/p/my proj #1 'x'/pilots"
+    spec = pilot_spec(hosts[name], log_directory=logs)
+    backend = backend_for(hosts[name])
+    assert "log_directory" not in spec.kwargs
+    assert backend.output_directive("/dev/null") in spec.kwargs["job_extra_directives"]
+    redirect = [line for line in spec.kwargs["job_script_prologue"] if line.startswith("exec >>")]
+    assert redirect == [f"exec >>'/p/my proj #1 '\"'\"'x'\"'\"'/pilots/orch-pilot-{name}-'\"$ORCH_JOB_ID.log\" 2>&1"]
+    assert spec.kwargs["job_script_prologue"].index(redirect[0]) > spec.kwargs["job_script_prologue"].index(
+        backend.job_exports()[0])  # ORCH_JOB_ID is set before it names the file

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.hosts.config.model import HostConfig, HostKind, QueueConfig
+from orchestrator.hosts.config.model import HostConfig, QueueConfig
 from orchestrator.hosts.errors import QueueCommandError
 from orchestrator.hosts.queues import backend_for
 from orchestrator.hosts.queues.base import JobState
 from orchestrator.hosts.queues.poller import PollSettings, QueuePoller
 from orchestrator.hosts.runner import CommandResult
 
-HOST = HostConfig(name="c", kind=HostKind.SLURM, source=Path("/t/hosts.toml"),
+HOST = HostConfig(name="c", kind="slurm", source=Path("/t/hosts.toml"),
                   queues={"debug": QueueConfig(name="debug")}, default_queue="debug")
 NO_ACCOUNTING = "Slurm accounting storage is disabled\n"
 SETTINGS = PollSettings(fast_s=1, max_s=30, growth=2, accounting_grace_s=10, lost_after_s=60)

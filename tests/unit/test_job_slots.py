@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-import time
+
+from waiting import CountingCondition, wait_until
 
 from orchestrator.hosts.queues.job_slots import JobSlots
 
@@ -12,33 +13,28 @@ def _hold_in_thread(slots: JobSlots, release: threading.Event, entered: list[int
     def hold() -> None:
         with slots.batch_job():
             entered.append(1)
-            release.wait(10)
+            release.wait(30)
 
     thread = threading.Thread(target=hold, daemon=True)
     thread.start()
     return thread
 
 
-def _settle(entered: list[int], expected: int, timeout_s: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while len(entered) < expected and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
 def test_batch_jobs_wait_while_the_limit_less_pilots_is_used() -> None:
     slots = JobSlots(3)
+    slots._changed = changed = CountingCondition()
     slots.set_pilots(1)
     release, entered = threading.Event(), []
     threads = [_hold_in_thread(slots, release, entered) for _ in range(3)]
-    _settle(entered, 2)
-    time.sleep(0.2)  # the third would have entered by now if it could
-    assert len(entered) == 2 and slots.batch_jobs == 2
+    wait_until(lambda: len(entered) == 2 and changed.waiting == 1, "two jobs in, the third waiting for room")
+    with changed:  # nothing notifies the waiting thread until a slot frees: this holds for as long as we look
+        assert len(entered) == 2 and slots.batch_jobs == 2 and changed.waiting == 1
     slots.set_pilots(0)  # a pilot gone: its slot goes to the waiting job
-    _settle(entered, 3)
-    assert len(entered) == 3
+    wait_until(lambda: len(entered) == 3, "the waiting job to take the pilot's slot")
+    assert slots.batch_jobs == 3 and changed.waiting == 0
     release.set()
     for thread in threads:
-        thread.join(5)
+        thread.join(30)
     assert slots.batch_jobs == 0
 
 

@@ -32,7 +32,7 @@ def point(name: str, value: str) -> EntryPoint:
 def test_installed_testkit_loads_and_broken_one_is_reported() -> None:
     registry = discover()
     assert "testkit" in registry.plugins
-    assert len(registry.plugins["testkit"].protocols) == 7
+    assert len(registry.plugins["testkit"].protocols) == 14
     broken = [f for f in registry.failures if f.entry_point == "testkit_broken"]
     assert len(broken) == 1
     assert broken[0].error.startswith("ImportError: orch_testkit.broken is broken on purpose")

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from orchestrator.cli import main, plugins_cmd
+from orchestrator.app import plugins as app_plugins
+from orchestrator.cli import main
 from orchestrator.plugins import ExternalProgram, Plugin, PluginRegistry
 
 
@@ -22,7 +23,7 @@ def test_plugins_json_lists_ok_and_failed(capsys: pytest.CaptureFixture[str]) ->
     rows = {row["name"]: row for row in json.loads(out)["plugins"]}
     testkit = rows["testkit"]
     assert testkit["state"] == "ok" and testkit["version"] == "0.1.0"
-    assert testkit["protocol_count"] == 7 and "testkit.fanout" in testkit["protocols"]
+    assert testkit["protocol_count"] == 14 and "testkit.fanout" in testkit["protocols"]
     broken = rows["testkit_broken"]
     assert broken["state"] == "failed" and broken["protocol_count"] == 0
     assert broken["error"].startswith("ImportError: orch_testkit.broken is broken on purpose")
@@ -33,13 +34,13 @@ def test_plugins_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     lines = out.splitlines()
     testkit_line = next(line for line in lines if "│ testkit " in line)
-    assert "0.1.0" in testkit_line and " 7 " in testkit_line and "ok" in testkit_line
+    assert "0.1.0" in testkit_line and " 14 " in testkit_line and "ok" in testkit_line
     assert any("testkit_broken" in line and "failed to import" in line for line in lines)
 
 
 def test_missing_programs_state(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     plugin = Plugin("needy", "2.0", programs=[ExternalProgram("orch-no-such-tool", "conda install tool")])
-    monkeypatch.setattr(plugins_cmd, "discover", lambda: PluginRegistry(plugins={"needy": plugin}))
+    monkeypatch.setattr(app_plugins, "discover", lambda: PluginRegistry(plugins={"needy": plugin}))
     code, out, _ = run(["plugins", "--json"], capsys)
     (row,) = json.loads(out)["plugins"]
     assert code == 0 and row["state"] == "missing_programs"
@@ -56,7 +57,7 @@ def test_show_plugin_lists_protocols_and_params(capsys: pytest.CaptureFixture[st
     data = json.loads(out)
     assert code == 0 and data["plugin"]["name"] == "testkit"
     protocols = {p["name"]: p for p in data["protocols"]}
-    assert len(protocols) == 7
+    assert len(protocols) == 14
     chain = protocols["testkit.chain"]
     assert chain["inputs"] == ["source"]
     assert chain["params"][0]["kind"] == "pointer" and chain["params"][0]["type_name"] == "Files"

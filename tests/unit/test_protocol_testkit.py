@@ -46,7 +46,8 @@ def run_steps(
 
 def test_all_protocols_describe_to_json() -> None:
     names = [proto.name for proto in PROTOCOLS]
-    assert names == [f"testkit.{n}" for n in ("noop", "sleep", "fail", "produce", "fanout", "chain", "hold")]
+    assert names == [f"testkit.{n}" for n in ("noop", "sleep", "fail", "produce", "fanout", "chain", "hold",
+                                              "particles", "select")]
     for proto in PROTOCOLS:
         json.dumps(proto.describe())
 

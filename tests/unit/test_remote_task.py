@@ -12,15 +12,9 @@ from typing import Any
 import pytest
 
 from orchestrator.protocol import StepContext
-from orchestrator.worker.remote import (
-    RUNNING_TOPIC,
-    PathMap,
-    RemoteOutcome,
-    announce_running,
-    remote_log_path,
-    run_remote_step,
-)
-from orchestrator.worker.runtime import StepPayload
+from orchestrator.worker.outcome import StepOutcome, attempt_dir, read_outcome
+from orchestrator.worker.remote import PathMap, remote_log_path, run_remote_step
+from orchestrator.worker.runtime import RUNNING_TOPIC, StepPayload, announce_running
 
 
 def copy_and_report(ctx: StepContext, source: str, destination: str, extra: dict[str, Any]) -> dict[str, Any]:
@@ -32,7 +26,7 @@ def copy_and_report(ctx: StepContext, source: str, destination: str, extra: dict
     ctx.log("copied")
     return {"written": destination, "run_dir": str(ctx.run_dir), "project": str(ctx.project_dir),
             "log": str(ctx.log_path), "extra": extra, "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "store_url": ctx.store_url}
+            "reads_sets": ctx.sets is not None}
 
 
 def fails(ctx: StepContext) -> None:
@@ -53,10 +47,11 @@ def dirs(tmp_path: Path) -> tuple[Path, Path]:
     return local, remote
 
 
-def _payload(local: Path, func: str, args: dict[str, Any], gpus: list[int] | None = None) -> StepPayload:
+def _payload(local: Path, func: str, args: dict[str, Any], gpus: list[int] | None = None,
+             attempt: int = 2) -> StepPayload:
     run_dir = local / "runs" / "ctf"
     return StepPayload(store_url="sqlite:////nowhere/store.sqlite", project_dir=str(local), run_id=4,
-                       run_dir=str(run_dir), step_id=11, step_name="fit", func=func, args=args, attempt=2,
+                       run_dir=str(run_dir), step_id=11, step_name="fit", func=func, args=args, attempt=attempt,
                        log_path=str(run_dir / "logs" / "fit.log"), host="gpubox", gpus=gpus or [],
                        params={"input": str(local / "runs" / "import")})
 
@@ -92,9 +87,12 @@ def test_step_runs_in_the_remote_copy_and_paths_come_back(dirs: tuple[Path, Path
     assert outcome.result == {
         "written": str(local / "runs" / "ctf" / "out" / "mic.ctf"), "run_dir": str(local / "runs" / "ctf"),
         "project": str(local), "log": str(local / "runs" / "ctf" / "logs" / "fit.log"),
-        "extra": {"keep": "/elsewhere/file", "nested": [str(local / "runs")]}, "gpus": "1,3", "store_url": ""}
+        "extra": {"keep": "/elsewhere/file", "nested": [str(local / "runs")]}, "gpus": "1,3", "reads_sets": False}
     log = remote / "runs" / "ctf" / "logs" / "fit.log"
-    assert outcome.remote_log_path == str(log) == str(remote_log_path(paths, payload))
+    assert outcome.log_path == str(log) == str(remote_log_path(paths, payload))
+    # its outcome record stays in the attempt's folder on the host (crash recovery reads it)
+    record = read_outcome(attempt_dir(remote / "runs" / "ctf", "fit", 2))
+    assert record is not None and record.ok and record.attempt == 2
     assert "copying " + str(remote / "runs" / "import" / "mic.mrc") in log.read_text()
     assert "copied" in outcome.log_tail
     assert outcome.pid == os.getpid() and outcome.worker and outcome.duration_s >= 0
@@ -108,10 +106,10 @@ def test_failure_is_an_outcome_with_the_traceback(dirs: tuple[Path, Path]) -> No
     assert outcome.error == "RuntimeError: CTF fit diverged"
     assert "about to fail: CTF fit diverged on mic_007" in outcome.log_tail
     assert "Traceback (most recent call last)" in outcome.log_tail and "in fails" in outcome.log_tail
-    assert Path(outcome.remote_log_path).read_text().endswith("RuntimeError: CTF fit diverged\n")
+    assert Path(outcome.log_path).read_text().endswith("RuntimeError: CTF fit diverged\n")
 
     copy = pickle.loads(pickle.dumps(outcome))
-    assert isinstance(copy, RemoteOutcome) and copy == outcome
+    assert isinstance(copy, StepOutcome) and copy == outcome
 
 
 def test_exit_and_import_errors_are_outcomes_too(dirs: tuple[Path, Path]) -> None:
@@ -119,7 +117,7 @@ def test_exit_and_import_errors_are_outcomes_too(dirs: tuple[Path, Path]) -> Non
     paths = PathMap(str(local), str(remote))
     exited = run_remote_step(_payload(local, f"{__name__}:exits", {}), paths)
     assert not exited.ok and exited.error == "SystemExit: 3"
-    missing = run_remote_step(_payload(local, "no_such_plugin.steps:fit", {}), paths)
+    missing = run_remote_step(_payload(local, "no_such_plugin.steps:fit", {}, attempt=3), paths)
     assert not missing.ok and "cannot import module of step function" in (missing.error or "")
 
 
@@ -128,4 +126,4 @@ def test_running_is_announced_only_inside_a_worker(dirs: tuple[Path, Path]) -> N
     from datetime import UTC, datetime
 
     assert RUNNING_TOPIC == "orch-step-running"
-    assert announce_running(_payload(local, f"{__name__}:fails", {}), "w", datetime.now(UTC)) is False
+    assert announce_running(_payload(local, f"{__name__}:fails", {}), {"started_at": datetime.now(UTC)}) is False

@@ -49,17 +49,19 @@ def test_old_schema_is_upgraded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     ProjectStore.create(path, "p").close()
     applied: list[int] = []
 
-    def upgrade_1_to_2(conn: object) -> None:
-        applied.append(1)
+    current = migrations.SCHEMA_VERSION
 
-    monkeypatch.setattr(migrations, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(migrations.UPGRADES, 1, upgrade_1_to_2)
+    def upgrade_to_next(conn: object) -> None:
+        applied.append(current)
+
+    monkeypatch.setattr(migrations, "SCHEMA_VERSION", current + 1)
+    monkeypatch.setitem(migrations.UPGRADES, current, upgrade_to_next)
     with ProjectStore.open(path) as store, store.engine.connect() as conn:
-        assert migrations.stored_version(conn, "x") == 2
-    assert applied == [1]
+        assert migrations.stored_version(conn, "x") == current + 1
+    assert applied == [current]
     with ProjectStore.open(path):  # already upgraded: nothing runs again
         pass
-    assert applied == [1]
+    assert applied == [current]
 
 
 def test_corrupted_store(tmp_path: Path) -> None:

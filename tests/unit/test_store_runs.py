@@ -7,7 +7,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from orchestrator.errors import NotFoundError, UsageError
-from orchestrator.store import InputLink, ProjectStore, RunState, StepState, StepTransition
+from orchestrator.store import InputLink, ProjectStore, QueuedAttempt, RunState, StepState
 
 
 @pytest.fixture
@@ -21,13 +21,14 @@ def test_run_lifecycle_is_recorded_with_events(store: ProjectStore) -> None:
     run = store.runs.create("testkit.noop", {"count": 2})
     assert run.name == f"noop-{run.id}"
     assert run.run_state is RunState.CREATED
-    store.runs.set_state(run.id, RunState.RUNNING)
-    store.runs.set_state(run.id, RunState.FINISHED)
+    store.lifecycle.queue_run(run.id)
+    assert store.lifecycle.start_run(run.id)
+    assert store.lifecycle.finish_run(run.id, [])
     done = store.runs.get(run.name)
     assert done.run_state is RunState.FINISHED
     assert done.started_at is not None and done.finished_at is not None
     states = [e.state for e in store.events.list(run_id=run.id)]
-    assert states == ["created", "running", "finished"]
+    assert states == ["created", "queued", "running", "finished"]
 
 
 def test_steps_transitions_and_counts(store: ProjectStore) -> None:
@@ -36,20 +37,18 @@ def test_steps_transitions_and_counts(store: ProjectStore) -> None:
                                    for i in range(3)] + [{"name": "gather", "func": "m:g",
                                                           "deps": ["s0", "s1", "s2"]}])
     assert set(ids) == {"s0", "s1", "s2", "gather"}
-    store.steps.transitions([
-        StepTransition(ids["s0"], StepState.RUNNING, fields={"worker": "tcp://w1", "pid": 42, "host": "local"}),
-        StepTransition(ids["s1"], StepState.QUEUED),
-    ])
-    store.steps.transition(ids["s0"], StepState.FINISHED, duration_s=1.5, peak_memory_mb=12.0,
-                           result={"value": 3})
+    assert store.lifecycle.queue_steps([QueuedAttempt(ids["s0"], 1, "local"), QueuedAttempt(ids["s1"], 1, "local")]) \
+        == [ids["s0"], ids["s1"]]
+    assert store.lifecycle.start_step(ids["s0"], 1, worker="tcp://w1", pid=42, host="local")
+    assert store.lifecycle.finish_step(ids["s0"], 1, {"value": 3}, duration_s=1.5, peak_memory_mb=12.0)
     assert store.steps.counts(run.id) == {"finished": 1, "queued": 1, "pending": 2}
     step = store.steps.get(ids["s0"])
     assert (step.worker, step.pid, step.duration_s, step.result) == ("tcp://w1", 42, 1.5, {"value": 3})
     assert store.steps.list(run.id, [StepState.PENDING])[-1].deps == ["s0", "s1", "s2"]
     step_events = [e for e in store.events.list(run_id=run.id) if e.kind == "step"]
     assert [(e.step_id, e.state) for e in step_events] == [
-        (ids["s0"], "running"), (ids["s1"], "queued"), (ids["s0"], "finished")]
-    assert step_events[0].host == "local"
+        (ids["s0"], "queued"), (ids["s1"], "queued"), (ids["s0"], "running"), (ids["s0"], "finished")]
+    assert step_events[2].host == "local"
 
 
 def test_outputs_and_provenance(store: ProjectStore) -> None:

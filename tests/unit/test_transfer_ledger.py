@@ -89,11 +89,15 @@ def test_status_shows_active_calls_with_speed_and_left_and_stalls(store: Project
 def test_progress_tracker_throttles_and_reports_speed() -> None:
     seen = []
     tracker = ProgressTracker("in", 1000, 2, seen.append, interval=0.05)
-    for _ in range(10):
+    tracker.add_bytes(50, "a")  # the first call reports
+    tracker.interval = 3600.0  # however slow the machine, the next calls come within the interval
+    for _ in range(9):
         tracker.add_bytes(50, "a")
     assert len(seen) == 1  # throttled
-    time.sleep(0.06)
+    tracker.interval = 0.05
+    time.sleep(0.06)  # longer than the interval (a sleep never returns early): the next call reports
     tracker.add_bytes(500, "b")
+    assert len(seen) == 2
     tracker.file_done(2)
     tracker.finish()
     last = seen[-1]

@@ -19,7 +19,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.hosts.config.model import (
     LOCAL_HOST,
@@ -32,36 +32,52 @@ from orchestrator.hosts.config.model import (
 )
 from orchestrator.hosts.config.validate import Table as _Table
 from orchestrator.hosts.config.validate import bool_value as _bool
+from orchestrator.hosts.config.validate import expand_path as _expand_path
 from orchestrator.hosts.config.validate import format_value as _format
 from orchestrator.hosts.config.validate import int_value as _int
+from orchestrator.hosts.config.validate import is_file as _is_file
 from orchestrator.hosts.config.validate import lines as _lines
 from orchestrator.hosts.config.validate import memory as _memory
 from orchestrator.hosts.config.validate import nonempty_str as _nonempty_str
 from orchestrator.hosts.config.validate import one_line_str as _str
 from orchestrator.hosts.config.validate import path_value as _path
+from orchestrator.hosts.config.validate import program_command as _program_command
+from orchestrator.hosts.config.validate import program_name as _program_name
 from orchestrator.hosts.config.validate import queue_name as _queue_name
 from orchestrator.hosts.config.validate import walltime as _walltime
 from orchestrator.hosts.errors import HostConfigError
 
+if TYPE_CHECKING:
+    from orchestrator.hosts.queues.base import QueueBackend, QueueOption
+
 HOSTS_FILE_NAME = "hosts.toml"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
-_COMMON_KEYS = {"kind", "description", "work_dir", "env_setup", "ssh", "shared_fs", "path_map"}
+_COMMON_KEYS = {"kind", "description", "work_dir", "env_setup", "ssh", "shared_fs", "path_map", "programs"}
 _MACHINE_KEYS = {"cores", "memory", "gpus", "gpu_type", "gpu_sharing", "workers", "python"}
 _QUEUE_HOST_KEYS = {"queues", "default_queue", "extra_directives", "max_jobs", "template", "pilot",
                     "gpu_sharing", "user"}
 _KEYS_BY_KIND = {
     HostKind.LOCAL: _COMMON_KEYS - {"ssh"} | _MACHINE_KEYS,
     HostKind.SSH: _COMMON_KEYS | _MACHINE_KEYS,
-    HostKind.SLURM: _COMMON_KEYS | _QUEUE_HOST_KEYS,
-    HostKind.PBS: _COMMON_KEYS | _QUEUE_HOST_KEYS,
-    HostKind.SGE: _COMMON_KEYS | _QUEUE_HOST_KEYS,
 }
+#: the keys of a queue table every queue system knows; each backend adds its ``queue_options``
 _QUEUE_KEYS = {"cores", "memory", "gpus", "gpu_type", "walltime", "max_nodes", "gpu_request",
-               "memory_request", "parallel_env", "extra_directives", "max_jobs"}
+               "memory_request", "extra_directives", "max_jobs"}
 _PILOT_KEYS = {"enabled", "queue", "cores", "memory", "walltime", "processes", "gpus", "min_pilots", "max_pilots",
                "interface", "extra_directives", "local_directory", "python"}
 _SSH_KEYS = {"host", "port", "user", "key", "known_hosts"}
+
+
+def _queue_backends() -> dict[str, type[QueueBackend]]:
+    """The registered queue systems, by kind (imported only when a file names a queue host)."""
+    from orchestrator.hosts.queues import BACKENDS
+
+    return BACKENDS
+
+
+def _host_kinds() -> list[str]:
+    return [*HostKind.MACHINES, *_queue_backends()]
 
 
 # -- sections --
@@ -79,7 +95,7 @@ def _read_ssh(table: _Table) -> SshConfig | None:
     return ssh
 
 
-def _read_queue(name: str, table: _Table) -> QueueConfig:
+def _read_queue(name: str, table: _Table, own_keys: Mapping[str, QueueOption]) -> QueueConfig:
     try:
         _queue_name(name)
     except ValueError as exc:
@@ -94,11 +110,11 @@ def _read_queue(name: str, table: _Table) -> QueueConfig:
         max_nodes=table.take("max_nodes", 1, check=_int(1)),
         gpu_request=table.take("gpu_request", None, check=_format({"n", "type"})),
         memory_request=table.take("memory_request", None, check=_format({"mb", "mb_per_cpu", "gb"})),
-        parallel_env=table.take("parallel_env", "smp", check=_nonempty_str),
         extra_directives=table.take("extra_directives", (), check=_lines),
         max_jobs=table.take("max_jobs", None, check=_int(1)),
+        options={key: table.take(key, option.default, check=option.check) for key, option in own_keys.items()},
     )
-    table.finish(_QUEUE_KEYS)
+    table.finish(_QUEUE_KEYS | set(own_keys))
     return queue
 
 
@@ -138,6 +154,24 @@ def _read_pilot(table: _Table | None, queues: Mapping[str, QueueConfig], default
     return pilot
 
 
+def _read_programs(table: _Table | None) -> dict[str, tuple[str, ...]]:
+    """``[hosts.NAME.programs]``: program name -> the command (argument list) that starts it here."""
+    programs: dict[str, tuple[str, ...]] = {}
+    if table is None:
+        return programs
+    for program in list(table.data):
+        try:
+            _program_name(program)
+        except ValueError as exc:
+            table.data.pop(program)
+            table.problem(program, str(exc))
+            continue
+        command = table.take(program, None, check=_program_command)
+        if command is not None:
+            programs[program] = command
+    return programs
+
+
 def _read_host(name: str, data: Any, file: Path, problems: list[str]) -> HostConfig | None:
     if not _NAME.match(name):
         problems.append(f"{file}: host {name!r}: invalid host name (letters, digits, '_', '.', '-')")
@@ -146,21 +180,22 @@ def _read_host(name: str, data: Any, file: Path, problems: list[str]) -> HostCon
         problems.append(f"{file}: host {name!r}: must be a table ([hosts.{name}]), got {type(data).__name__}")
         return None
     table = _Table(data, file, name, "", problems)
-    kind_text = table.take("kind", required=True)
-    try:
-        kind = HostKind(kind_text)
-    except ValueError:
-        if kind_text is not None:
-            table.problem("kind", f"must be one of {', '.join(k.value for k in HostKind)}, got {kind_text!r}")
+    kind = table.take("kind", required=True, check=_nonempty_str)
+    if kind is None:
         return None
+    backend = None if kind in HostKind.MACHINES else _queue_backends().get(kind)
+    if kind not in HostKind.MACHINES and backend is None:
+        table.problem("kind", f"must be one of {', '.join(_host_kinds())}, got {kind!r}")
+        return None
+    is_queue = backend is not None
     before = len(problems)
     ssh_table = table.table("ssh")
     ssh = _read_ssh(ssh_table) if ssh_table is not None else None
-    if kind is HostKind.SSH and ssh_table is None:
+    if kind == HostKind.SSH and ssh_table is None:
         table.problem("ssh", "is required for kind 'ssh' (host, port, user, key, known_hosts)")
-    if kind is HostKind.LOCAL and ssh_table is not None:
+    if kind == HostKind.LOCAL and ssh_table is not None:
         table.problem("ssh", "makes no sense for kind 'local': use kind 'ssh'")
-    shared_fs = table.take("shared_fs", kind is HostKind.LOCAL, check=_bool)
+    shared_fs = table.take("shared_fs", kind == HostKind.LOCAL, check=_bool)
     path_map: tuple[tuple[str, str], ...] = ()
     map_table = table.table("path_map")
     if map_table is not None:
@@ -175,10 +210,10 @@ def _read_host(name: str, data: Any, file: Path, problems: list[str]) -> HostCon
                 pairs.append((local, remote))
         path_map = tuple(pairs)
     work_dir = table.take("work_dir", "", check=_nonempty_str)
-    if kind is HostKind.SSH and not shared_fs and not work_dir:
+    if kind == HostKind.SSH and not shared_fs and not work_dir:
         table.problem("work_dir", "is required for an SSH host without a shared file system")
     queues: dict[str, QueueConfig] = {}
-    queues_table = table.table("queues") if kind.is_queue else None
+    queues_table = table.table("queues") if is_queue else None
     if queues_table is not None:
         for queue_name, queue_data in list(queues_table.data.items()):
             queues_table.data.pop(queue_name)
@@ -186,45 +221,55 @@ def _read_host(name: str, data: Any, file: Path, problems: list[str]) -> HostCon
                 queues_table.problem(queue_name, f"must be a table ([hosts.{name}.queues.{queue_name}])")
                 continue
             sub = _Table(queue_data, file, name, f"queues.{queue_name}.", problems)
-            queues[queue_name] = _read_queue(queue_name, sub)
-    if kind.is_queue and not queues:
-        table.problem("queues", f"a {kind.value} host needs at least one [hosts.{name}.queues.NAME] table")
-    default_queue = table.take("default_queue", None, check=_queue_name) if kind.is_queue else None
+            queues[queue_name] = _read_queue(queue_name, sub, backend.queue_options if backend else {})
+    if is_queue and not queues:
+        table.problem("queues", f"a {kind} host needs at least one [hosts.{name}.queues.NAME] table")
+    default_queue = table.take("default_queue", None, check=_queue_name) if is_queue else None
     if default_queue is not None and queues and default_queue not in queues:
         table.problem("default_queue", f"names no queue of this host ({', '.join(sorted(queues))})")
     if default_queue is None and queues:
         default_queue = next(iter(queues))
-    pilot = _read_pilot(table.table("pilot"), queues, default_queue) if kind.is_queue else PilotConfig()
-    template = table.take("template", None, check=_nonempty_str) if kind.is_queue else None
+    pilot = _read_pilot(table.table("pilot"), queues, default_queue) if is_queue else PilotConfig()
+    template = table.take("template", None, check=_nonempty_str) if is_queue else None
     if template is not None:
-        candidate = Path(template).expanduser()
-        candidate = candidate if candidate.is_absolute() else file.parent / candidate
-        if candidate.is_file():
-            template = str(candidate)
+        try:
+            candidate = _expand_path(template, file.parent)
+        except ValueError as exc:
+            table.problem("template", str(exc))
         else:
-            from orchestrator.hosts.queues.jobscript import template_exists
+            if _is_file(candidate):
+                template = str(candidate)
+            else:
+                from orchestrator.hosts.queues.jobscript import template_exists
 
-            if not template_exists(template):
-                table.problem("template", f"no such template: not a file ({candidate}) nor a name in templates/")
+                try:
+                    found = template_exists(template)
+                except (OSError, ValueError):  # a name the system refuses (too long, NUL)
+                    found = False
+                if not found:
+                    table.problem("template", f"no such template: not a file ({candidate}) nor a name in templates/")
     host = HostConfig(
         name=name, kind=kind, source=file,
         description=table.take("description", "", check=_str),
         ssh=ssh, work_dir=work_dir or "", shared_fs=shared_fs, path_map=path_map,
         env_setup=table.take("env_setup", (), check=_lines),
-        cores=table.take("cores", None, check=_int(1)) if not kind.is_queue else None,
-        memory_mb=table.take("memory", None, check=_memory) if not kind.is_queue else None,
-        gpus=table.take("gpus", 0, check=_int(0)) if not kind.is_queue else 0,
-        gpu_type=table.take("gpu_type", None, check=_nonempty_str) if not kind.is_queue else None,
+        cores=table.take("cores", None, check=_int(1)) if not is_queue else None,
+        memory_mb=table.take("memory", None, check=_memory) if not is_queue else None,
+        gpus=table.take("gpus", 0, check=_int(0)) if not is_queue else 0,
+        gpus_declared=not is_queue and "gpus" in data,
+        gpu_type=table.take("gpu_type", None, check=_nonempty_str) if not is_queue else None,
         gpu_sharing=table.take("gpu_sharing", False, check=_bool),
-        workers=table.take("workers", None, check=_int(1)) if not kind.is_queue else None,
-        python=table.take("python", None, check=_nonempty_str) if not kind.is_queue else None,
+        workers=table.take("workers", None, check=_int(1)) if not is_queue else None,
+        python=table.take("python", None, check=_nonempty_str) if not is_queue else None,
         queues=queues, default_queue=default_queue,
-        extra_directives=table.take("extra_directives", (), check=_lines) if kind.is_queue else (),
-        max_jobs=table.take("max_jobs", None, check=_int(1)) if kind.is_queue else None,
+        extra_directives=table.take("extra_directives", (), check=_lines) if is_queue else (),
+        max_jobs=table.take("max_jobs", None, check=_int(1)) if is_queue else None,
         template=template, pilot=pilot,
-        user=table.take("user", None, check=_nonempty_str) if kind.is_queue else None,
+        user=table.take("user", None, check=_nonempty_str) if is_queue else None,
+        programs=_read_programs(table.table("programs")),
     )
-    table.finish(_KEYS_BY_KIND[kind], context=f"for kind {kind.value!r}")
+    keys = _COMMON_KEYS | _QUEUE_HOST_KEYS if is_queue else _KEYS_BY_KIND[kind]
+    table.finish(keys, context=f"for kind {kind!r}")
     return host if len(problems) == before else None
 
 
@@ -259,6 +304,9 @@ def load_hosts_file(path: Path) -> dict[str, HostConfig]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise HostConfigError(f"{path}: cannot read hosts file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise HostConfigError(f"{path}: line {line}: byte {exc.start} is not UTF-8 (TOML is UTF-8 text)") from None
     return parse_hosts(text, path)
 
 

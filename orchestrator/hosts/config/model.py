@@ -6,25 +6,25 @@ and validates them into these dataclasses. Nothing here touches the network or a
 
 from __future__ import annotations
 
-import enum
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Final
 
 from orchestrator.hosts.errors import UnknownHostError
 
 
-class HostKind(enum.StrEnum):
-    LOCAL = "local"
-    SSH = "ssh"
-    SLURM = "slurm"
-    PBS = "pbs"
-    SGE = "sge"
+class HostKind:
+    """The kinds of host that are not a queue system.
 
-    @property
-    def is_queue(self) -> bool:
-        return self in (HostKind.SLURM, HostKind.PBS, HostKind.SGE)
+    Every other kind is the ``kind`` of a registered queue backend
+    (:data:`orchestrator.hosts.queues.BACKENDS`); the loader refuses any other value, so the
+    list of queue systems is written once, in that registry.
+    """
+
+    LOCAL: Final = "local"
+    SSH: Final = "ssh"
+    MACHINES: Final = (LOCAL, SSH)
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,11 @@ class SshConfig:
 
 @dataclass(frozen=True)
 class QueueConfig:
-    """One queue (SLURM partition, PBS/SGE queue) and the limits of one of its nodes.
+    """One queue (or partition) of a queue system and the limits of one of its nodes.
 
     ``gpu_request`` and ``memory_request`` are formats with the fields ``{n}`` / ``{type}``
-    and ``{mb}`` / ``{mb_per_cpu}``; ``None`` means the backend's default syntax.
+    and ``{mb}`` / ``{mb_per_cpu}``; ``None`` means the backend's default syntax. ``options``
+    holds the keys that only this host's queue system knows (its backend's ``queue_options``).
     """
 
     name: str
@@ -59,9 +60,9 @@ class QueueConfig:
     max_nodes: int = 1
     gpu_request: str | None = None
     memory_request: str | None = None
-    parallel_env: str = "smp"
     extra_directives: tuple[str, ...] = ()
     max_jobs: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,8 @@ class HostConfig:
     """One execution host, validated. ``source`` is the file it came from (None: built in)."""
 
     name: str
-    kind: HostKind
+    #: ``HostKind.LOCAL``, ``HostKind.SSH`` or a queue backend's ``kind``
+    kind: str
     source: Path | None = None
     description: str = ""
     ssh: SshConfig | None = None
@@ -101,6 +103,8 @@ class HostConfig:
     cores: int | None = None
     memory_mb: int | None = None
     gpus: int = 0
+    #: whether the file sets ``gpus`` (on the local host, GPUs not declared are detected)
+    gpus_declared: bool = False
     gpu_type: str | None = None
     gpu_sharing: bool = False
     workers: int | None = None
@@ -113,10 +117,13 @@ class HostConfig:
     template: str | None = None
     pilot: PilotConfig = field(default_factory=PilotConfig)
     user: str | None = None
+    #: ``[hosts.NAME.programs]``: how a program starts on this host (argument lists, e.g.
+    #: ``mpirun = ("mpirun", "--oversubscribe")``); steps read them with ``ctx.program(name, default)``
+    programs: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def is_queue(self) -> bool:
-        return self.kind.is_queue
+        return self.kind not in HostKind.MACHINES
 
     @property
     def is_remote(self) -> bool:
@@ -147,7 +154,7 @@ class HostConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain data for ``orch hosts show --json``."""
         data: dict[str, Any] = {
-            "name": self.name, "kind": self.kind.value, "source": str(self.source) if self.source else None,
+            "name": self.name, "kind": self.kind, "source": str(self.source) if self.source else None,
             "description": self.description, "work_dir": self.work_dir, "shared_fs": self.shared_fs,
             "path_map": dict(self.path_map), "env_setup": list(self.env_setup), "cores": self.cores,
             "memory_mb": self.memory_mb, "gpus": self.gpus, "gpu_type": self.gpu_type,
@@ -155,13 +162,15 @@ class HostConfig:
             "default_queue": self.default_queue,
             "extra_directives": list(self.extra_directives), "max_jobs": self.max_jobs,
             "template": self.template, "user": self.user,
+            "programs": {name: list(command) for name, command in self.programs.items()},
         }
         if self.ssh:
             data["ssh"] = {"host": self.ssh.host, "port": self.ssh.port, "user": self.ssh.user,
                            "key": str(self.ssh.key) if self.ssh.key else None,
                            "known_hosts": str(self.ssh.known_hosts) if self.ssh.known_hosts else None}
         if self.queues:
-            data["queues"] = {name: {**vars(q), "extra_directives": list(q.extra_directives)}
+            data["queues"] = {name: {**vars(q), "extra_directives": list(q.extra_directives),
+                                     "options": dict(q.options)}
                               for name, q in self.queues.items()}
             data["pilot"] = {**vars(self.pilot), "extra_directives": list(self.pilot.extra_directives)}
         return data

@@ -31,8 +31,8 @@ def parse_memory_mb(value: int | str) -> int:
 def parse_walltime_s(value: int | str) -> int:
     """``3600`` (an integer: seconds), ``"1:00:00"``, ``"2-00:00:00"``, ``"2-12"`` -> seconds.
 
-    Without a day part a string must be ``HH:MM:SS``: ``"90:00"`` means minutes to SLURM and
-    hours to others, so it is refused rather than guessed.
+    Without a day part a string must be ``HH:MM:SS``: ``"90:00"`` means minutes to some queue
+    systems and hours to others, so it is refused rather than guessed.
     """
     if isinstance(value, bool):
         raise ValueError(f"expected a wall time such as 04:00:00, got {value!r}")
@@ -52,16 +52,9 @@ def parse_walltime_s(value: int | str) -> int:
 
 
 def format_hms(seconds: int) -> str:
-    """Seconds -> ``HH:MM:SS`` (hours may exceed 24), as SGE and PBS want it."""
+    """Seconds -> ``HH:MM:SS`` (hours may exceed 24), as most queue systems take wall times."""
     hours, rest = divmod(int(seconds), 3600)
     return f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
-
-
-def format_slurm_time(seconds: int) -> str:
-    """Seconds -> ``D-HH:MM:SS`` (SLURM's --time)."""
-    days, rest = divmod(int(seconds), 86400)
-    hms = format_hms(rest)
-    return f"{days}-{hms}" if days else hms
 
 
 def parse_duration_s(text: str) -> float | None:
@@ -101,7 +94,7 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?\s*$", re.IGNORECASE)
 def parse_size_mb(text: str, default_unit: str = "k") -> float | None:
     """Sizes printed by queues (``4K``, ``1.5G``, ``12272kb``, ``6.426MB``, ``0.000B``) -> MB.
 
-    A bare number is in ``default_unit`` (SLURM and PBS print KiB); a bare ``B`` means bytes.
+    A bare number is in ``default_unit`` (most queues print KiB); a bare ``B`` means bytes.
     None when the text is empty or not a size.
     """
     match = _SIZE.match(text or "")

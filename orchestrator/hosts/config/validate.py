@@ -46,7 +46,7 @@ class Table:
             return value
         try:
             return check(value)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             self.problem(key, str(exc))
             return None if default is MISSING else default
 
@@ -106,12 +106,36 @@ def lines(value: Any) -> tuple[str, ...]:
     return tuple(one_line_str(v) for v in value)
 
 
+# Far beyond any node or queue limit, and within what every later conversion (a float of
+# seconds, a timedelta, a C long) takes: a value past them is a typo, reported as such.
+MAX_MEMORY_MB = 2**30  # 1 PiB
+MAX_WALLTIME_S = 100 * 366 * 86400  # a century
+_MAX_TEXT = 32  # characters of a size or wall time as people write them ("1-00:00:00", "256G")
+
+
 def memory(value: Any) -> int:
-    return parse_memory_mb(value)
+    _short_text(value, "a size such as 16G")
+    try:
+        mb = parse_memory_mb(value)
+    except OverflowError:  # "9" * 400 + "G": a float too large to round up
+        raise ValueError(f"is too large for a memory size, got {value!r}") from None
+    if mb > MAX_MEMORY_MB:
+        raise ValueError(f"must be at most {MAX_MEMORY_MB} MB (1 PiB), got {value!r}")
+    return mb
 
 
 def walltime(value: Any) -> int:
-    return parse_walltime_s(value)
+    _short_text(value, "a wall time such as 04:00:00")
+    seconds = parse_walltime_s(value)
+    if seconds > MAX_WALLTIME_S:
+        raise ValueError(f"must be at most {MAX_WALLTIME_S} seconds (a century), got {value!r}")
+    return seconds
+
+
+def _short_text(value: Any, expected: str) -> None:
+    """Refuse a 5,000-character value before a parser converts its digits (and quote it short)."""
+    if isinstance(value, str) and len(value) > _MAX_TEXT:
+        raise ValueError(f"expected {expected}, got {value[:_MAX_TEXT]!r}... ({len(value)} characters)")
 
 
 def format_value(fields: set[str]) -> Callable[[Any], str]:
@@ -136,8 +160,44 @@ def queue_name(value: Any) -> str:
     return text
 
 
+PROGRAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def program_name(value: Any) -> str:
+    text = nonempty_str(value)
+    if not PROGRAM_NAME.match(text):
+        raise ValueError(f"is not a valid program name (letters, digits, '_', '.', '+', '-'): {text!r}")
+    return text
+
+
+def program_command(value: Any) -> tuple[str, ...]:
+    """A program's command: a non-empty list of one-line strings, the first one not empty."""
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"must be a non-empty list of strings (the command's words), got {value!r}")
+    words = tuple(one_line_str(word) for word in value)
+    if not words[0].strip():
+        raise ValueError(f"must start with the program to run, got {value!r}")
+    return words
+
+
 def path_value(base: Path) -> Callable[[Any], Path]:
     def check(value: Any) -> Path:
-        path = Path(nonempty_str(value)).expanduser()
-        return path if path.is_absolute() else base / path
+        return expand_path(nonempty_str(value), base)
     return check
+
+
+def expand_path(text: str, base: Path) -> Path:
+    """``~`` and ``~user`` expanded, relative paths taken from ``base``; ValueError if no such user."""
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:  # pathlib's answer to ~someone who has no account here
+        raise ValueError(f"cannot expand {text.split('/', 1)[0]!r}: no such user, in {text!r}") from None
+    return path if path.is_absolute() else base / path
+
+
+def is_file(path: Path) -> bool:
+    """``Path.is_file``, but False for a name the system refuses (too long) instead of raising."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False

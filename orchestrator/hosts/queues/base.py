@@ -1,158 +1,96 @@
-"""The contract every queue system answers, and the records it answers with.
+"""The contract every queue system answers: one small class per system, one module each.
 
-A backend (``slurm.py``, ``sge.py``, ``pbs.py``) is one small class: the directives for a
-step's resources on a queue, the submit command and how to read the job id it prints, one
-status command for many jobs and its parser (the queue's state codes mapped to
-:class:`JobState` through a table), the cancel command, and the accounting command and its
-parser. Backends build argument lists and parse text; they never run anything. Polling,
-reconciliation and retries live once, in :mod:`orchestrator.hosts.queues.poller`.
+A backend is one class in one module under ``orchestrator/hosts/queues/`` plus its job script
+template in ``templates/``, registered in :data:`orchestrator.hosts.queues.BACKENDS`. It
+answers a few questions with argument lists and parsers, and never runs anything itself:
+
+- **what it is**: ``kind`` (the hosts file's ``kind = "..."``), ``display_name``,
+  ``template_name``, ``directive_prefix``;
+- **directives**: the lines for a step's resources, and how its parser of directive lines
+  reads a value back (``quote_directive``, ``output_directive``, ``workdir_directive``);
+- **submit**: the command, and the job id in what it prints;
+- **status**: ONE command for many jobs, its parser, and the table ``STATES`` from the
+  queue's state codes to :class:`JobState`;
+- **cancel**, **accounting**: commands and parsers;
+- **the job's environment**: the variables in which the queue gives a job its id and GPUs;
+- **pilots**: the dask-jobqueue class and its queue-specific arguments;
+- **checks** for ``orch hosts check``: list the queues, the user's jobs, the GPUs per node;
+- **hosts-file keys** of a queue table that only this system knows (``queue_options``).
+
+Polling, reconciliation, retries, job scripts and pilots' common parts live once, above the
+backends (:mod:`.poller`, :mod:`.jobs`, :mod:`.jobscript`, :mod:`.pilots`). The contract tests
+(``tests/unit/test_queue_backends_contract.py``) run every registered backend through the
+same checks.
 """
 
 from __future__ import annotations
 
-import enum
 import getpass
 import math
-import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from orchestrator.hosts.config.model import HostConfig, HostKind, QueueConfig
+from orchestrator.hosts import job_env
+from orchestrator.hosts.config.model import HostConfig, PilotConfig, QueueConfig
 from orchestrator.hosts.errors import QueueCommandError, ResourceLimitError
+from orchestrator.hosts.queues.records import (
+    JobAccounting,
+    JobRequest,
+    JobState,
+    JobStatus,
+    NodePlan,
+    safe_job_name,
+)
 from orchestrator.hosts.runner import CommandResult
 from orchestrator.protocol.steps import Resources
 
+__all__ = ["JobAccounting", "JobRequest", "JobState", "JobStatus", "NodePlan", "QueueBackend", "QueueOption",
+           "safe_job_name"]
 
-class JobState(enum.StrEnum):
-    """Our view of a batch job, whatever the queue system calls it."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    UNKNOWN = "unknown"
-
-    @property
-    def is_final(self) -> bool:
-        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+#: characters no directive parser can carry: they end the line (or the C string) it reads
+LINE_BREAKERS = ("\n", "\r", "\0")
 
 
 @dataclass(frozen=True)
-class JobAccounting:
-    """What the queue's accounting says about a job that ended.
+class QueueOption:
+    """A key of ``[hosts.X.queues.Q]`` that only one queue system knows (its default and check).
 
-    ``max_memory_mb`` is the peak the queue measured: SLURM MaxRSS, SGE maxvmem, PBS
-    resources_used.mem. ``gpus`` is the number allocated (None: not reported).
+    ``check`` returns the converted value or raises ``ValueError`` with the reason, like the
+    checks of :mod:`orchestrator.hosts.config.validate`.
     """
 
-    job_id: str
-    state: JobState
-    native_state: str = ""
-    exit_code: int | None = None
-    signal: int | None = None
-    elapsed_s: float | None = None
-    cpu_time_s: float | None = None
-    max_memory_mb: float | None = None
-    nodes: str | None = None
-    gpus: int | None = None
-    detail: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["state"] = self.state.value
-        return data
-
-
-@dataclass(frozen=True)
-class JobStatus:
-    """One job as the queue (or, once it left the queue, accounting or its sentinel) shows it.
-
-    ``source`` says where the state came from: ``queue``, ``accounting``, ``sentinel``, ``lost``.
-    """
-
-    job_id: str
-    state: JobState
-    native_state: str = ""
-    queue: str | None = None
-    elapsed_s: float | None = None
-    nodes: str | None = None
-    gpus: str | None = None
-    reason: str | None = None
-    exit_code: int | None = None
-    source: str = "queue"
-    accounting: JobAccounting | None = None
-
-    @property
-    def is_final(self) -> bool:
-        return self.state.is_final
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["state"] = self.state.value
-        data["accounting"] = self.accounting.to_dict() if self.accounting else None
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> JobStatus:
-        values = dict(data)
-        values["state"] = JobState(values["state"])
-        accounting = values.get("accounting")
-        if accounting:
-            values["accounting"] = JobAccounting(**{**accounting, "state": JobState(accounting["state"])})
-        return cls(**values)
-
-
-@dataclass(frozen=True)
-class JobRequest:
-    """One step to run as its own batch job.
-
-    ``job_dir`` is a directory on the host (already mapped): the script, its output and the
-    ``exit_code`` sentinel go there. ``command`` is an argument list, run as is.
-    """
-
-    name: str
-    command: Sequence[str]
-    job_dir: str
-    resources: Resources = field(default_factory=Resources)
-    queue: str | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
-    workdir: str | None = None
-
-
-@dataclass(frozen=True)
-class NodePlan:
-    """How a step's resources are laid over a queue's nodes."""
-
-    nodes: int
-    ranks_per_node: int
-    cores_per_node: int
-    gpus_per_node: int
-    memory_mb_per_node: int | None
-
-
-_JOB_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-def safe_job_name(name: str, limit: int = 64) -> str:
-    """A job name every queue accepts: letters, digits, ``_ . -``, starting with a letter."""
-    cleaned = _JOB_NAME_UNSAFE.sub("_", name).strip("_.-") or "job"
-    if not cleaned[0].isalpha():
-        cleaned = "j" + cleaned
-    return cleaned[:limit]
+    default: Any
+    check: Callable[[Any], Any]
+    help: str
 
 
 class QueueBackend(ABC):
     """What differs between queue systems. Subclasses fill in the class variables and methods."""
 
-    kind: ClassVar[HostKind]
+    #: the hosts file's ``kind`` for this queue system
+    kind: ClassVar[str]
+    #: how people call it, in messages
+    display_name: ClassVar[str]
+    #: the job script template in ``templates/``
     template_name: ClassVar[str]
+    #: what starts a directive line of a job script
+    directive_prefix: ClassVar[str]
     #: the queue's state codes -> our states (codes missing from the table read UNKNOWN)
     STATES: ClassVar[Mapping[str, JobState]]
+    #: GPU and memory requests in the queue's syntax (``{n}``/``{type}``; ``{mb}``/``{mb_per_cpu}``/``{gb}``)
     default_gpu_request: ClassVar[str]
     default_memory_request: ClassVar[str | None] = None
+    #: the variable in which the queue gives a job its id
+    job_id_variable: ClassVar[str]
+    #: the variables in which the queue names a job's GPUs, most specific first (besides
+    #: ``CUDA_VISIBLE_DEVICES``, which every worker reads anyway)
+    gpu_variables: ClassVar[tuple[str, ...]] = ()
+    #: the dask-jobqueue cluster class of its pilots
+    pilot_class: ClassVar[str]
+    #: hosts-file keys of a queue table that only this queue system knows
+    queue_options: ClassVar[Mapping[str, QueueOption]] = {}
 
     def __init__(self, host: HostConfig) -> None:
         self.host = host
@@ -172,6 +110,10 @@ class QueueBackend(ABC):
     def match_key(self, job_id: str) -> str:
         """The part of a job id that identifies it in the queue's listings."""
         return job_id
+
+    def queue_option(self, queue: QueueConfig, name: str) -> Any:
+        """A queue's value of one of :attr:`queue_options` (its default when the file has none)."""
+        return queue.options.get(name, self.queue_options[name].default)
 
     # -- resources --
 
@@ -222,7 +164,26 @@ class QueueBackend(ABC):
 
     @abstractmethod
     def directives(self, resources: Resources, queue: QueueConfig) -> list[str]:
-        """Directive arguments (without the ``#SBATCH``-like prefix) for these resources."""
+        """Directive arguments (without :attr:`directive_prefix`) for these resources."""
+
+    # -- directive values: each queue parses its directive lines its own way --
+
+    @abstractmethod
+    def quote_directive(self, value: str) -> str | None:
+        """``value`` written so that the queue's parser of directive lines reads it back
+        unchanged (as the last word of its line, or after ``--option=``), or None when that
+        parser cannot carry it at all."""
+
+    @abstractmethod
+    def output_directive(self, path: str) -> str | None:
+        """The directive that sends the job's stdout and stderr, both, to ``path``, or None when
+        the queue cannot be told that path: the job script then redirects its output itself,
+        and the queue's own output goes to ``/dev/null``."""
+
+    def workdir_directive(self, path: str) -> str | None:
+        """The directive that starts the job in ``path`` (None: none, or it cannot carry the
+        path). The job script changes to its working directory itself in any case."""
+        return None
 
     # -- submit --
 
@@ -242,7 +203,7 @@ class QueueBackend(ABC):
 
     @abstractmethod
     def parse_status(self, text: str) -> dict[str, JobStatus]:
-        """Job id -> status for every job in the status command's output."""
+        """Job id -> status for every job in the status command's output ({} for none)."""
 
     def read_status(self, result: CommandResult) -> dict[str, JobStatus]:
         """Parse a status result; a failed command is a transient :class:`QueueCommandError`."""
@@ -263,8 +224,8 @@ class QueueBackend(ABC):
     # -- accounting --
 
     def accounting_commands(self, job_ids: Sequence[str]) -> list[list[str]]:
-        """Commands whose outputs hold the accounting records of ``job_ids`` (as few as the
-        queue allows: one for SLURM and PBS, one per job for SGE's qacct)."""
+        """Commands whose outputs hold the accounting records of ``job_ids``, as few as the
+        queue allows ([]: the queue keeps no accounting we read)."""
         return []
 
     def parse_accounting(self, text: str) -> dict[str, JobAccounting]:
@@ -274,3 +235,40 @@ class QueueBackend(ABC):
         if not result.ok:
             raise QueueCommandError(result.describe(), transient=True)
         return self.parse_accounting(result.stdout)
+
+    # -- the job's environment --
+
+    def job_exports(self) -> list[str]:
+        """Shell lines every job script runs first: the queue's job id and GPUs under the
+        generic names a compute node reads (:mod:`orchestrator.hosts.job_env`)."""
+        return job_env.export_lines(self.job_id_variable, self.gpu_variables)
+
+    # -- pilots --
+
+    def pilot_kwargs(self, pilot: PilotConfig, queue: QueueConfig) -> dict[str, Any]:
+        """The arguments of :attr:`pilot_class` that say a pilot's size in this queue's terms
+        (beyond cores, memory and wall time). ``job_extra_directives`` are added to the
+        host's, the queue's and the pilot section's own."""
+        return {}
+
+    # -- checks (``orch hosts check``) --
+
+    @abstractmethod
+    def list_queues_command(self) -> list[str]:
+        """A command that lists the queue system's queues (partitions)."""
+
+    @abstractmethod
+    def parse_queue_names(self, text: str) -> set[str]:
+        """The queue names in :meth:`list_queues_command`'s output."""
+
+    @abstractmethod
+    def user_jobs_command(self, user: str) -> list[str]:
+        """A command that lists ``user``'s jobs (it answers even when there are none)."""
+
+    def gpu_inventory_command(self) -> list[str] | None:
+        """A command that shows the GPUs of the nodes by queue (None: not inspected)."""
+        return None
+
+    def parse_gpu_inventory(self, text: str) -> dict[str, int]:
+        """Queue name -> the most GPUs one of its nodes has, from :meth:`gpu_inventory_command`."""
+        return {}

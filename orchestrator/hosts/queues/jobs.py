@@ -7,17 +7,12 @@ one :class:`QueuePoller`, which also settles it from accounting or its exit sent
 How a dask task waits cheaply
 -----------------------------
 The poller runs in the scheduler process: one batched status query per host per interval,
-however many jobs and tasks wait. A task never runs squeue itself (a thousand waiting tasks
-would make a thousand queries). It blocks in :func:`wait_for_job` on a *waiter*:
+however many jobs and tasks wait. A task never runs the queue's status command itself (a
+thousand waiting tasks would make a thousand queries): the tasks that wait on batch jobs run
+on threads of the scheduler's own process (:mod:`orchestrator.scheduler.executors.batch`) and
+block in :meth:`BatchQueue.wait`, on the poller's condition variable.
 
-- in the scheduler's process (a thread): the :class:`QueuePoller` itself (a condition variable);
-- in a dask worker (another process or machine): a :class:`DaskJobChannel`. The scheduler adds
-  ``channel.publish`` as a poller listener; when a job is settled it stores the status in a
-  ``distributed.Variable`` and sets a ``distributed.Event`` of the same name. The task's
-  ``Event.wait`` is one long-poll RPC to the dask scheduler: no file system polling, no queue
-  commands, and it returns at once when the job had already ended before the task started.
-
-The exit sentinel alone would not do: a job killed by the queue (wall time, scancel -9, node
+The exit sentinel alone would not do: a job killed by the queue (wall time, a cancel, node
 failure) may never write it, and only the queue (or its accounting) can say so.
 """
 
@@ -26,12 +21,12 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from orchestrator.hosts.config.model import HostConfig
 from orchestrator.hosts.errors import JobSubmitError
 from orchestrator.hosts.queues import backend_for
-from orchestrator.hosts.queues.base import JobRequest, JobState, JobStatus
+from orchestrator.hosts.queues.base import JobRequest, JobStatus
 from orchestrator.hosts.queues.job_slots import JobSlots
 from orchestrator.hosts.queues.jobscript import SCRIPT_NAME, render_job_script
 from orchestrator.hosts.queues.poller import PollSettings, QueuePoller
@@ -48,10 +43,6 @@ class SubmittedJob:
     job_dir: str
     script_path: str
     submitted_at: datetime
-
-
-class JobWaiter(Protocol):
-    def wait(self, job_id: str, timeout_s: float | None = None) -> JobStatus: ...
 
 
 class BatchQueue:
@@ -98,10 +89,12 @@ class BatchQueue:
                             job_dir=request.job_dir, script_path=script_path, submitted_at=datetime.now(UTC))
 
     def wait(self, job_id: str, timeout_s: float | None = None) -> JobStatus:
-        return wait_for_job(job_id, self.poller, timeout_s=timeout_s)
+        """Block until the host's poller settles ``job_id``; after ``timeout_s`` the current,
+        unsettled status comes back (check ``status.is_final``)."""
+        return self.poller.wait(job_id, timeout_s)
 
     def cancel(self, job_ids: list[str]) -> None:
-        """``scancel`` / ``qdel`` in one command; the jobs settle as CANCELLED."""
+        """The queue's cancel command, once for all ``job_ids``; the jobs settle as CANCELLED."""
         self.poller.cancel(job_ids)
 
     def open_jobs(self) -> int:
@@ -112,13 +105,6 @@ class BatchQueue:
         if self.host.max_jobs is None:
             return None
         return max(0, self.host.max_jobs - self.open_jobs())
-
-
-def wait_for_job(job_id: str, waiter: JobWaiter, *, timeout_s: float | None = None) -> JobStatus:
-    """Block until ``job_id`` is settled; ``waiter`` is the host's :class:`QueuePoller` (same
-    process) or a :class:`DaskJobChannel` (inside a dask task). After ``timeout_s`` the
-    current, unsettled status comes back (check ``status.is_final``)."""
-    return waiter.wait(job_id, timeout_s)
 
 
 def accounting_fields(status: JobStatus, host: str) -> dict[str, Any]:
@@ -134,51 +120,3 @@ def accounting_fields(status: JobStatus, host: str) -> dict[str, Any]:
         "gpus": acct.gpus if acct and acct.gpus is not None else status.gpus,
         "native_state": (acct.native_state if acct else None) or status.native_state,
     }
-
-
-class DaskJobChannel:
-    """Settled job statuses from the scheduler's poller to tasks in dask workers.
-
-    Scheduler side: ``poller.add_listener(DaskJobChannel(host, client).publish)``.
-    Task side: ``wait_for_job(job_id, DaskJobChannel(host))`` (uses the worker's client).
-    """
-
-    def __init__(self, host_name: str, client: Any = None) -> None:
-        self.host_name = host_name
-        self.client = client
-
-    def _name(self, job_id: str) -> str:
-        return f"orch-job/{self.host_name}/{job_id}"
-
-    def _client(self) -> Any:
-        if self.client is not None:
-            return self.client
-        from distributed import get_client
-
-        return get_client()
-
-    def publish(self, status: JobStatus) -> None:
-        """Poller listener: hand a settled status to whoever waits for it."""
-        if not status.is_final:
-            return
-        from distributed import Event, Variable
-
-        client = self._client()
-        Variable(self._name(status.job_id), client=client).set(status.to_dict())
-        Event(self._name(status.job_id), client=client).set()
-
-    def wait(self, job_id: str, timeout_s: float | None = None) -> JobStatus:
-        from distributed import Event, Variable
-
-        client = self._client()
-        if not Event(self._name(job_id), client=client).wait(timeout_s):
-            return JobStatus(job_id, JobState.UNKNOWN, reason=f"not settled after {timeout_s} s")
-        return JobStatus.from_dict(Variable(self._name(job_id), client=client).get())
-
-    def discard(self, job_id: str) -> None:
-        """Drop a job's event and status from the dask scheduler once its step is recorded."""
-        from distributed import Event, Variable
-
-        client = self._client()
-        Variable(self._name(job_id), client=client).delete()
-        Event(self._name(job_id), client=client).clear()

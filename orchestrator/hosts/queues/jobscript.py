@@ -1,13 +1,19 @@
-"""Job scripts from Jinja2 templates, with every user value quoted for the shell.
+"""Job scripts from Jinja2 templates, every user value quoted for whoever reads it.
 
 Templates live in the repository's top-level ``templates/`` and, in an installed package, in
-``orchestrator/templates/``; a host may name its own (``template = "site-slurm.sh.j2"`` or a
-path), which can ``{% extends %}`` or ``{% include %}`` the shipped ones.
+``orchestrator/templates/`` (one per queue system, named by its backend's ``template_name``);
+a host may name its own (``template = "site.sh.j2"`` or a path), which can ``{% extends %}``
+or ``{% include %}`` the shipped ones.
 
-Quoting: paths, the job name, environment values and every word of the command pass through
-``shquote`` (``shlex.quote``); the command is an argument list joined with ``shjoin``. A value
-that would end a ``#SBATCH``-like directive line (newline, carriage return, NUL) is refused,
-since quoting cannot protect a comment line.
+Quoting has two readers. The queue's own parser reads the directive lines at the top, each
+queue system by its own rules: values there go through the backend (``directive_value``
+filter, and ``output_directive`` / ``workdir_directive`` computed here). When a queue cannot
+carry a path in a directive, the script does without it: it always changes to its working
+directory itself, and redirects its own output when the queue cannot be told where it goes.
+The shell reads the rest: paths, environment values and every word of the command pass
+through ``shquote`` (``shlex.quote``); the command is an argument list joined with
+``shjoin``. A path or directive with a line break or NUL is refused, naming the host: no
+queue's directive line can hold one.
 """
 
 from __future__ import annotations
@@ -22,13 +28,13 @@ from typing import Any
 import jinja2
 
 from orchestrator.hosts.errors import JobScriptError
-from orchestrator.hosts.queues.base import JobRequest, QueueBackend, safe_job_name
+from orchestrator.hosts.queues.base import LINE_BREAKERS, JobRequest, QueueBackend, safe_job_name
 
 _REPO_TEMPLATES = Path(__file__).resolve().parents[3] / "templates"
 _PACKAGE_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 TEMPLATE_DIRS: tuple[Path, ...] = (_REPO_TEMPLATES, _PACKAGE_TEMPLATES)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_LINE_BREAKERS = ("\n", "\r", "\0")
+NULL_OUTPUT = "/dev/null"
 OUTPUT_NAME = "job.out"
 SCRIPT_NAME = "job.sh"
 
@@ -50,7 +56,7 @@ def _search_dirs() -> list[Path]:
 
 
 def find_template(name: str, override: str | None = None) -> Path:
-    """The template file for ``name`` (e.g. ``slurm.sh.j2``), or for a host's ``override``
+    """The template file for ``name`` (a backend's ``template_name``), or for a host's ``override``
     (an existing file path, or a name looked up like ``name``)."""
     wanted = override or name
     candidate = Path(wanted).expanduser()
@@ -74,29 +80,41 @@ def template_exists(name: str) -> bool:
     return True
 
 
-def _environment(template: Path) -> jinja2.Environment:
+def _environment(template: Path, backend: QueueBackend) -> jinja2.Environment:
     search = [str(template.parent)] + [str(d) for d in _search_dirs() if d != template.parent]
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(search), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
     env.filters["shquote"] = shquote
     env.filters["shjoin"] = shjoin
+    env.filters["directive_value"] = lambda value: directive_value(backend, str(value))
     return env
 
 
-def _one_line(value: str, what: str) -> str:
-    if any(c in value for c in _LINE_BREAKERS):
-        raise JobScriptError(f"{what} may not contain a newline, carriage return or NUL: {value!r}")
+def directive_value(backend: QueueBackend, value: str) -> str:
+    """``value`` quoted for ``backend``'s parser of directive lines; an error naming the host
+    and the value when that parser cannot carry it."""
+    quoted = backend.quote_directive(value)
+    if quoted is None:
+        raise JobScriptError(f"host {backend.host.name!r}: {backend.display_name} cannot read {value!r} "
+                             f"from a {backend.directive_prefix} line")
+    return quoted
+
+
+def _one_line(backend: QueueBackend, value: str, what: str) -> str:
+    if any(c in value for c in LINE_BREAKERS):
+        raise JobScriptError(f"host {backend.host.name!r}: {what} may not contain a newline, carriage return or "
+                             f"NUL (no {backend.directive_prefix} line can hold one): {value!r}")
     return value
 
 
-def _check_request(request: JobRequest) -> None:
+def _check_request(backend: QueueBackend, request: JobRequest) -> None:
     if not request.command or not all(isinstance(a, str) for a in request.command):
         raise JobScriptError(f"job {request.name!r}: the command must be a non-empty list of strings")
     if any("\0" in a for a in request.command):
         raise JobScriptError(f"job {request.name!r}: a command argument contains NUL")
-    _one_line(request.job_dir, "the job directory")
+    _one_line(backend, request.job_dir, "the job directory")
     if request.workdir is not None:
-        _one_line(request.workdir, "the working directory")
+        _one_line(backend, request.workdir, "the working directory")
     for name, value in request.env.items():
         if not _ENV_NAME.match(name):
             raise JobScriptError(f"job {request.name!r}: {name!r} is not a valid environment variable name")
@@ -106,17 +124,32 @@ def _check_request(request: JobRequest) -> None:
 
 def script_context(backend: QueueBackend, request: JobRequest) -> dict[str, Any]:
     """What a template sees. ``directives`` are computed (and checked against the queue's
-    limits) by the backend."""
-    _check_request(request)
+    limits) by the backend, and so are the directives that carry the output path and the
+    working directory (None: the queue cannot carry it, the script does it itself)."""
+    _check_request(backend, request)
     host = backend.host
     queue = host.queue(request.queue)
-    directives = [_one_line(d, "a directive") for d in backend.directives(request.resources, queue)]
+    directives = [_one_line(backend, d, "a directive") for d in backend.directives(request.resources, queue)]
     job_dir = request.job_dir.rstrip("/") or "/"
+    output_path = f"{job_dir}/{OUTPUT_NAME}"
+    workdir = request.workdir or job_dir
+    output_directive = backend.output_directive(output_path)
+    output_in_body = output_directive is None
+    if output_directive is None:
+        output_directive = backend.output_directive(NULL_OUTPUT)
+        if output_directive is None:
+            raise JobScriptError(f"host {host.name!r}: the {backend.display_name} backend can send a job's "
+                                 f"output neither to {output_path!r} nor to {NULL_OUTPUT}")
     return {
         "job_name": safe_job_name(request.name),
         "job_dir": job_dir,
-        "output_path": f"{job_dir}/{OUTPUT_NAME}",
-        "workdir": request.workdir or job_dir,
+        "output_path": output_path,
+        "output_directive": output_directive,
+        "output_in_body": output_in_body,
+        "workdir": workdir,
+        "workdir_directive": backend.workdir_directive(workdir),
+        "job_exports": backend.job_exports(),
+        "directive_prefix": backend.directive_prefix,
         "directives": directives,
         "env_setup": list(host.env_setup),
         "env": {k: str(v) for k, v in request.env.items()},
@@ -135,7 +168,7 @@ def render_job_script(backend: QueueBackend, request: JobRequest, *, extra: Mapp
     if extra:
         context.update(extra)
     try:
-        template = _environment(template_path).get_template(template_path.name)
+        template = _environment(template_path, backend).get_template(template_path.name)
         return template.render(**context)
     except jinja2.TemplateError as exc:
         raise JobScriptError(f"job template {template_path}: {exc}") from None

@@ -1,9 +1,22 @@
-"""PBS Professional / OpenPBS: qsub, one ``qstat -x -f -F json`` for many jobs, qdel.
+r"""PBS Professional / OpenPBS: qsub, one ``qstat -x -f -F json`` for many jobs, qdel; pilots
+are dask-jobqueue's PBSCluster.
 
 No PBS server can be installed where the tests run: this backend is checked against PBS Pro's
-documented output formats (``qstat -f -F json`` and the ``qstat -x -f`` text form), not against
-a live server. Finished jobs stay visible to ``qstat -x`` (job history), which is also where
-accounting comes from.
+documented output formats (``qstat -f -F json`` and the ``qstat -x -f`` text form) and its
+qsub's source, not against a live server. Finished jobs stay visible to ``qstat -x`` (job
+history), which is also where accounting comes from.
+
+How qsub reads ``#PBS`` lines (``get_script`` in ``src/cmds/qsub_sup.c``, ``make_argv`` in
+``src/cmds/qsub.c`` of OpenPBS, the code of PBS Professional): words are split at whitespace;
+``'...'`` and ``"..."`` group characters literally (no escape inside); outside quotes a
+backslash takes the next character literally; ``#`` has no special meaning after the prefix;
+a line that ends in a backslash continues on the next one. So a value is written in single
+quotes, a ``'`` in it as ``'\''``; only a line break or NUL cannot be written (qsub also
+refuses scripts with CR LF line ends). ``-o`` is ``[hostname:]path`` and must be printable
+ASCII (``prepare_path``), and PBS copies the output there when the job ends (stage-out, which
+may go through a remote shell): only a plain absolute path is given to ``-o``; any other is
+written by the job script itself, with the queue's copy sent to ``/dev/null``. PBS has no
+working-directory directive: the job script changes to it.
 """
 
 from __future__ import annotations
@@ -13,10 +26,10 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from orchestrator.hosts.config.model import HostKind, QueueConfig
+from orchestrator.hosts.config.model import PilotConfig, QueueConfig
 from orchestrator.hosts.config.units import format_hms, parse_duration_s, parse_size_mb
 from orchestrator.hosts.errors import JobSubmitError, QueueCommandError
-from orchestrator.hosts.queues.base import JobAccounting, JobState, JobStatus, QueueBackend
+from orchestrator.hosts.queues.base import LINE_BREAKERS, JobAccounting, JobState, JobStatus, QueueBackend
 from orchestrator.hosts.runner import CommandResult
 from orchestrator.protocol.steps import Resources
 
@@ -29,6 +42,10 @@ REASONS = {"H": "held", "W": "waiting for its start time", "T": "in transit", "M
            "S": "suspended", "U": "suspended (workstation busy)", "E": "exiting"}
 _JOB_ID = re.compile(r"^\s*(\d+(?:\[\d*\])?(?:\.[\w.-]+)?)\s*$")
 _HARMLESS_STDERR = ("Unknown Job Id", "Job has finished")
+# what qsub's directive parser reads as plain text (no whitespace, quote or backslash)
+_PLAIN = re.compile(r"^[A-Za-z0-9_./:@+=,%-]+$")
+# an output path that survives qsub's prepare_path and the stage-out copy as it is
+_PLAIN_PATH = re.compile(r"^/[A-Za-z0-9_./@+=,%-]*$")
 
 
 def finished_state(exit_status: int | None, comment: str) -> tuple[JobState, str | None]:
@@ -108,11 +125,17 @@ def _gpus(job: Mapping[str, Any]) -> int | None:
 
 
 class PbsBackend(QueueBackend):
-    kind = HostKind.PBS
+    kind = "pbs"
+    display_name = "PBS Pro / OpenPBS"
     template_name = "pbs.sh.j2"
+    directive_prefix = "#PBS"
     STATES = STATES
     default_gpu_request = "ngpus={n}"
     default_memory_request = "mem={mb}mb"
+    job_id_variable = "PBS_JOBID"
+    # PBS Pro's cgroups hook binds a job's GPUs through CUDA_VISIBLE_DEVICES, which every worker reads.
+    gpu_variables = ()
+    pilot_class = "PBSCluster"
 
     def match_key(self, job_id: str) -> str:
         return job_id.split(".", 1)[0]
@@ -133,6 +156,16 @@ class PbsBackend(QueueBackend):
         if walltime:
             lines.append(f"-l walltime={format_hms(walltime)}")
         return lines + list(self.host.extra_directives) + list(queue.extra_directives)
+
+    def quote_directive(self, value: str) -> str | None:
+        if any(c in value for c in LINE_BREAKERS):
+            return None
+        if _PLAIN.match(value):
+            return value
+        return "'" + value.replace("'", "'\\''") + "'"
+
+    def output_directive(self, path: str) -> str | None:
+        return f"-o {path} -j oe" if _PLAIN_PATH.match(path) else None
 
     def submit_command(self) -> list[str]:
         return ["qsub"]
@@ -227,3 +260,20 @@ class PbsBackend(QueueBackend):
                 max_memory_mb=parse_size_mb(str(used.get("mem", ""))),
                 nodes=_nodes(job.get("exec_host")), gpus=_gpus(job), detail=detail)
         return records
+
+    def pilot_kwargs(self, pilot: PilotConfig, queue: QueueConfig) -> dict[str, Any]:
+        # one select chunk with everything, GPUs in the queue's syntax
+        chunk = [f"select=1:ncpus={pilot.cores}", f"mem={pilot.memory_mb}mb"]
+        if pilot.gpus:
+            chunk.append(self.gpu_request(queue, pilot.gpus))
+        return {"resource_spec": ":".join(chunk)}
+
+    def list_queues_command(self) -> list[str]:
+        return ["qstat", "-Q"]
+
+    def parse_queue_names(self, text: str) -> set[str]:
+        lines = [line for line in text.splitlines() if line.strip()]
+        return {line.split()[0] for line in lines[2:]}  # two header lines
+
+    def user_jobs_command(self, user: str) -> list[str]:
+        return ["qstat", "-u", user]

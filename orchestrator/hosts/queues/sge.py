@@ -1,4 +1,21 @@
-"""Grid Engine (SGE / Son of Grid Engine / OGS): qsub, one ``qstat -xml`` for all jobs, qdel, qacct."""
+"""Grid Engine (SGE / Son of Grid Engine / OGS): qsub, one ``qstat -xml`` for all jobs, qdel, qacct;
+pilots are dask-jobqueue's SGECluster.
+
+How qsub reads ``#$`` lines (``parse_script_file`` in ``source/common/parse_job_cull.c``,
+``string_list`` and ``sge_strip_quotes`` in ``source/libs/uti/sge_string.c``): the line is cut
+at its first ``#``, whatever quotes surround it; words are split at spaces and tabs except
+inside ``'...'`` or ``"..."``, and a word that starts a quote runs to the end of the line (the
+closing quote opens it again: ``string_list``); then every ``'`` and ``"`` is removed from
+every word. There is no escape character. So a value is written in double quotes, as the last
+word of its line, when it holds whitespace, and a value with ``#``, a quote or a line break
+cannot be written at all. ``-o`` takes a path list (``[[host]:]path,...``, qsub(1)): a ``,``
+cannot be written, a ``:`` is kept by an empty host (``:path``), and the execution host
+expands ``$HOME``, ``$USER``, ``$JOB_ID``, ``$JOB_NAME``, ``$HOSTNAME``, ``$TASK_ID`` and a
+leading ``~`` (``expand_path`` in ``source/daemons/execd/get_path.c``), so a path with ``$``
+or a leading ``~`` is not written either. What cannot be written is left to the job script:
+it changes to its working directory and redirects its own output (see
+:meth:`QueueBackend.output_directive`).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +23,13 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from orchestrator.hosts.config.model import HostKind, QueueConfig
+from orchestrator.hosts.config.model import PilotConfig, QueueConfig
 from orchestrator.hosts.config.units import format_hms, parse_size_mb
+from orchestrator.hosts.config.validate import nonempty_str
 from orchestrator.hosts.errors import AccountingUnavailable, JobSubmitError, QueueCommandError
-from orchestrator.hosts.queues.base import JobAccounting, JobState, JobStatus, QueueBackend
+from orchestrator.hosts.queues.base import LINE_BREAKERS, JobAccounting, JobState, JobStatus, QueueBackend, QueueOption
 from orchestrator.hosts.runner import CommandResult
 from orchestrator.protocol.steps import Resources
 
@@ -31,6 +50,8 @@ REASONS = {"h": "held", "d": "deletion requested", "E": "error state (see qstat 
 _JOB_ID = re.compile(r"^\s*(\d+)(?:\.\S+)?\s*$")
 _YOUR_JOB = re.compile(r"Your job (\d+)")
 _ACCOUNTING_MISSING = ("unable to find", "error: job id")
+# what qsub cannot read back from a directive line at all
+_UNWRITABLE = ("#", "'", '"', *LINE_BREAKERS)
 
 
 def _number(text: str | None) -> float | None:
@@ -39,18 +60,28 @@ def _number(text: str | None) -> float | None:
 
 
 class SgeBackend(QueueBackend):
-    kind = HostKind.SGE
+    kind = "sge"
+    display_name = "Grid Engine"
     template_name = "sge.sh.j2"
+    directive_prefix = "#$"
     STATES = STATES
     default_gpu_request = "-l gpu={n}"
     default_memory_request = "-l h_vmem={mb_per_cpu}M"
+    job_id_variable = "JOB_ID"
+    # Grid Engine has no variable of its own for a job's GPUs: sites that bind GPUs set
+    # CUDA_VISIBLE_DEVICES (prolog or resource map), which every worker reads.
+    gpu_variables = ()
+    pilot_class = "SGECluster"
+    queue_options = {
+        "parallel_env": QueueOption("smp", nonempty_str, "the parallel environment of multi-core jobs (-pe)"),
+    }
 
     def directives(self, resources: Resources, queue: QueueConfig) -> list[str]:
         plan = self.plan(resources, queue)
         slots = resources.cpus * resources.mpi_ranks
         lines = [f"-q {queue.name}"]
         if slots > 1:
-            lines.append(f"-pe {queue.parallel_env} {slots}")
+            lines.append(f"-pe {self.queue_option(queue, 'parallel_env')} {slots}")
         if resources.memory_mb:
             request = self.memory_request(queue, resources.memory_mb, slots)
             if request:
@@ -61,6 +92,22 @@ class SgeBackend(QueueBackend):
         if plan.gpus_per_node:
             lines.append(self.gpu_request(queue, plan.gpus_per_node))
         return lines + list(self.host.extra_directives) + list(queue.extra_directives)
+
+    def quote_directive(self, value: str) -> str | None:
+        if any(c in value for c in _UNWRITABLE):
+            return None
+        return f'"{value}"' if not value or any(c.isspace() for c in value) else value
+
+    def output_directive(self, path: str) -> str | None:
+        if "," in path or "$" in path or path.startswith("~"):
+            return None
+        quoted = self.quote_directive(f":{path}" if ":" in path else path)
+        # "-j y" first: a quoted word runs to the end of its line
+        return None if quoted is None else f"-j y -o {quoted}"
+
+    def workdir_directive(self, path: str) -> str | None:
+        quoted = self.quote_directive(path)
+        return None if quoted is None else f"-wd {quoted}"
 
     def submit_command(self) -> list[str]:
         return ["qsub", "-terse"]
@@ -134,7 +181,7 @@ class SgeBackend(QueueBackend):
         if not result.ok and "error: job id" in text and "not found" in text:
             return {}  # not (yet) in the accounting file
         if not result.ok and ("unable to find" in text or "no such file" in text):
-            raise AccountingUnavailable(f"no readable SGE accounting file on host {self.host.name!r}: "
+            raise AccountingUnavailable(f"no readable {self.display_name} accounting file on host {self.host.name!r}: "
                                         f"{result.stderr.strip()}")
         return super().read_accounting(result)
 
@@ -170,3 +217,24 @@ class SgeBackend(QueueBackend):
                 max_memory_mb=parse_size_mb(memory, default_unit="") if memory else None,
                 nodes=fields.get("hostname"), detail=detail)
         return records
+
+    def pilot_kwargs(self, pilot: PilotConfig, queue: QueueConfig) -> dict[str, Any]:
+        directives = []
+        if pilot.cores > 1:
+            directives.append(f"-pe {self.queue_option(queue, 'parallel_env')} {pilot.cores}")
+        if pilot.gpus:
+            directives.append(self.gpu_request(queue, pilot.gpus))
+        # dask-jobqueue's memory request is h_vmem per job; sites differ, so only the queue's own
+        # memory_request (if the hosts file gives one) becomes the pilot's resource list.
+        request = self.memory_request(queue, pilot.memory_mb, pilot.cores) if queue.memory_request else None
+        return {"job_extra_directives": directives,
+                "resource_spec": request.removeprefix("-l ").strip() if request else None}
+
+    def list_queues_command(self) -> list[str]:
+        return ["qconf", "-sql"]
+
+    def parse_queue_names(self, text: str) -> set[str]:
+        return {line.strip() for line in text.splitlines() if line.strip()}
+
+    def user_jobs_command(self, user: str) -> list[str]:
+        return ["qstat", "-xml", "-u", user]

@@ -1,15 +1,28 @@
-"""SLURM: sbatch, one squeue for many jobs, scancel, sacct."""
+r"""SLURM: sbatch, one squeue for many jobs, scancel, sacct; pilots are dask-jobqueue's SLURMCluster.
+
+How sbatch reads ``#SBATCH`` lines (``get_argument`` in ``src/sbatch/opt.c``, 22.05 and
+later alike): words are split at whitespace; ``'...'`` and ``"..."`` group characters,
+whitespace included; a backslash takes the next character literally everywhere, inside
+quotes too (so shell single quotes do not protect a backslash); an unquoted ``#`` starts a
+comment; an unmatched quote is fatal. A value is therefore written in double quotes with
+``\`` and ``"`` escaped by a backslash, which carries every character but a line break and
+NUL (sbatch also refuses scripts with DOS line breaks). ``--output`` is moreover a filename
+pattern (sbatch(1), "filename pattern", and ``src/slurmd/common/fname.c``): ``%%`` is a
+literal ``%``, and when the pattern holds a backslash no ``%`` is replaced at all and ``\\``
+is one backslash.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
-from orchestrator.hosts.config.model import HostKind, QueueConfig
-from orchestrator.hosts.config.units import format_slurm_time, parse_duration_s, parse_size_mb
+from orchestrator.hosts.config.model import PilotConfig, QueueConfig
+from orchestrator.hosts.config.units import format_hms, parse_duration_s, parse_size_mb
 from orchestrator.hosts.errors import AccountingUnavailable, JobSubmitError, QueueCommandError
-from orchestrator.hosts.queues.base import JobAccounting, JobState, JobStatus, QueueBackend
+from orchestrator.hosts.queues.base import LINE_BREAKERS, JobAccounting, JobState, JobStatus, QueueBackend
 from orchestrator.hosts.runner import CommandResult
 from orchestrator.protocol.steps import Resources
 
@@ -32,7 +45,22 @@ SQUEUE_FORMAT = "%i|%T|%P|%M|%N|%b|%r"
 SACCT_FIELDS = "JobID,State,ExitCode,Elapsed,TotalCPU,MaxRSS,NodeList,AllocTRES"
 _PARSABLE = re.compile(r"^\s*(\d+(?:_\d+)?)(?:;\S+)?\s*$")
 _SUBMITTED = re.compile(r"Submitted batch job (\d+)")
-_GRES_GPU = re.compile(r"gres/gpu(?::[^=,]+)?=(\d+)")
+_TRES_GPU = re.compile(r"gres/gpu(?::[^=,]+)?=(\d+)")
+_GRES_GPU = re.compile(r"gpu(?::[^:(,]+)?:(\d+)")
+# what sbatch's directive parser reads as plain text (no whitespace, quote, backslash or #)
+_PLAIN = re.compile(r"^[A-Za-z0-9_./:@+=,%-]+$")
+
+
+def format_time(seconds: int) -> str:
+    """Seconds -> ``D-HH:MM:SS`` (sbatch's ``--time``)."""
+    days, rest = divmod(int(seconds), 86400)
+    hms = format_hms(rest)
+    return f"{days}-{hms}" if days else hms
+
+
+def output_pattern(path: str) -> str:
+    """``path`` as an sbatch filename pattern that names exactly that file."""
+    return path.replace("\\", "\\\\") if "\\" in path else path.replace("%", "%%")
 
 
 def _none(text: str) -> str | None:
@@ -41,11 +69,16 @@ def _none(text: str) -> str | None:
 
 
 class SlurmBackend(QueueBackend):
-    kind = HostKind.SLURM
+    kind = "slurm"
+    display_name = "SLURM"
     template_name = "slurm.sh.j2"
+    directive_prefix = "#SBATCH"
     STATES = STATES
     default_gpu_request = "--gres=gpu:{n}"
     default_memory_request = "--mem={mb}M"
+    job_id_variable = "SLURM_JOB_ID"
+    gpu_variables = ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS", "GPU_DEVICE_ORDINAL")
+    pilot_class = "SLURMCluster"
 
     def directives(self, resources: Resources, queue: QueueConfig) -> list[str]:
         plan = self.plan(resources, queue)
@@ -57,10 +90,25 @@ class SlurmBackend(QueueBackend):
                 lines.append(request)
         walltime = self.walltime_s(resources, queue)
         if walltime:
-            lines.append(f"--time={format_slurm_time(walltime)}")
+            lines.append(f"--time={format_time(walltime)}")
         if plan.gpus_per_node:
             lines.append(self.gpu_request(queue, plan.gpus_per_node))
         return lines + list(self.host.extra_directives) + list(queue.extra_directives)
+
+    def quote_directive(self, value: str) -> str | None:
+        if any(c in value for c in LINE_BREAKERS):
+            return None
+        if _PLAIN.match(value):
+            return value
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    def output_directive(self, path: str) -> str | None:
+        quoted = self.quote_directive(output_pattern(path))
+        return None if quoted is None else f"--output={quoted}"
+
+    def workdir_directive(self, path: str) -> str | None:
+        quoted = self.quote_directive(path)
+        return None if quoted is None else f"--chdir={quoted}"
 
     def submit_command(self) -> list[str]:
         return ["sbatch", "--parsable"]
@@ -114,7 +162,7 @@ class SlurmBackend(QueueBackend):
 
     def read_accounting(self, result: CommandResult) -> dict[str, JobAccounting]:
         if not result.ok and "accounting storage is disabled" in result.stderr.lower():
-            raise AccountingUnavailable(f"no SLURM accounting on host {self.host.name!r} (no slurmdbd): "
+            raise AccountingUnavailable(f"no {self.display_name} accounting on host {self.host.name!r} (no slurmdbd): "
                                         "finished jobs are read from their exit sentinel")
         return super().read_accounting(result)
 
@@ -137,7 +185,7 @@ class SlurmBackend(QueueBackend):
                 continue
             native = state.split()[0] if state.strip() else ""
             code, _, signal = exit_code.partition(":")
-            gpus = _GRES_GPU.search(tres)
+            gpus = _TRES_GPU.search(tres)
             records[base] = JobAccounting(
                 job_id=base, state=self.map_state(native), native_state=state.strip(),
                 exit_code=int(code) if code.isdigit() else None,
@@ -146,6 +194,31 @@ class SlurmBackend(QueueBackend):
                 nodes=_none(nodes), gpus=int(gpus.group(1)) if gpus else (0 if tres else None),
                 detail=tres or None)
         return {job_id: _with_peak(record, peaks.get(job_id)) for job_id, record in records.items()}
+
+    def pilot_kwargs(self, pilot: PilotConfig, queue: QueueConfig) -> dict[str, Any]:
+        return {"job_extra_directives": [self.gpu_request(queue, pilot.gpus)] if pilot.gpus else []}
+
+    def list_queues_command(self) -> list[str]:
+        return ["sinfo", "--noheader", "--format=%R|%a"]
+
+    def parse_queue_names(self, text: str) -> set[str]:
+        return {line.split("|")[0].strip() for line in text.splitlines() if line.strip()}
+
+    def user_jobs_command(self, user: str) -> list[str]:
+        return ["squeue", "--noheader", f"--user={user}", "--format=%i"]
+
+    def gpu_inventory_command(self) -> list[str] | None:
+        return ["sinfo", "--noheader", "--Node", "--format=%N|%R|%G"]
+
+    def parse_gpu_inventory(self, text: str) -> dict[str, int]:
+        per_queue: dict[str, int] = {}
+        for line in text.splitlines():
+            parts = line.split("|")
+            if len(parts) == 3:
+                count = sum(int(n) for n in _GRES_GPU.findall(parts[2]))
+                partition = parts[1].strip()
+                per_queue[partition] = max(per_queue.get(partition, 0), count)
+        return per_queue
 
 
 def _with_peak(record: JobAccounting, peak: float | None) -> JobAccounting:

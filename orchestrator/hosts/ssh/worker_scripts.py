@@ -29,10 +29,39 @@ sys.stdin.read()
 # Runs one dask worker in a process group of its own and ends the group when stdin reaches its
 # end (the group was closed, or the SSH session is gone), or on SIGTERM/SIGHUP. PR_SET_PDEATHSIG
 # covers the wrapper itself being killed with SIGKILL.
+#
+# The first line on stdin is the worker's TLS credentials (JSON: ca, cert, key in PEM; {} for
+# none). The wrapper hands that line to the worker through a pipe, and the worker puts it in its
+# in-memory dask configuration before dask's own command line starts the worker: the
+# credentials are never in a file, an argument list (which every user may read) or an
+# environment (which every program a step starts would inherit) on the host, and they are gone
+# with the worker, whatever ends it.
 WRAPPER = r"""
 import json, os, signal, subprocess, sys, threading
 
 GRACE = float(sys.argv[1])
+WORKER = r'''
+import json, os, runpy, sys
+import dask, distributed
+tls = json.loads(sys.stdin.readline() or "{}")
+os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+if tls:
+    dask.config.set({"distributed.comm.require-encryption": True, "distributed.comm.tls.ca-file": tls["ca"],
+                     "distributed.comm.tls.worker.cert": tls["cert"], "distributed.comm.tls.worker.key": tls["key"]})
+del tls
+runpy.run_module("distributed.cli.dask_worker", run_name="__main__", alter_sys=True)
+'''
+
+def first_line():
+    line = b""
+    while not line.endswith(b"\n"):
+        byte = os.read(0, 1)
+        if not byte:
+            sys.exit("the credentials line did not come on stdin")
+        line += byte
+    return line
+
+credentials = first_line()
 
 def die_with_parent():
     try:
@@ -41,9 +70,12 @@ def die_with_parent():
     except (OSError, AttributeError):
         pass  # not Linux: stdin EOF and signals still end the worker
 
-child = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker"] + sys.argv[2:],
-                         stdin=subprocess.DEVNULL, stdout=2, stderr=2, start_new_session=True,
+child = subprocess.Popen([sys.executable, "-c", WORKER] + sys.argv[2:],
+                         stdin=subprocess.PIPE, stdout=2, stderr=2, start_new_session=True,
                          preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
+child.stdin.write(credentials)
+child.stdin.close()
+del credentials
 print(json.dumps({"wrapper_pid": os.getpid(), "worker_pid": child.pid}), flush=True)
 stopping = threading.Event()
 

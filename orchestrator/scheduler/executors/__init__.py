@@ -2,7 +2,7 @@
 
 The contract is :class:`~orchestrator.scheduler.executors.base.HostExecutor`; the
 implementations are :mod:`.local` (the workstation's LocalCluster), :mod:`.queue` (pilots and
-batch jobs on SLURM, SGE, PBS) and :mod:`.ssh` (dask workers started over SSH). The objects
+batch jobs on every registered queue system) and :mod:`.ssh` (dask workers started over SSH). The objects
 their tasks look up inside the scheduler's process live in :mod:`.live`.
 """
 
@@ -26,7 +26,7 @@ class HostExecutors:
     """The executors of one scheduler, made on first use, by host name."""
 
     def __init__(self, local: HostExecutor, project_dir: Path, store: ProjectStore,
-                 factories: dict[HostKind, ExecutorFactory] | None = None) -> None:
+                 factories: dict[str, ExecutorFactory] | None = None) -> None:
         self.project_dir = project_dir
         self.store = store
         self._executors: dict[str, HostExecutor] = {local.name: local}
@@ -43,7 +43,7 @@ class HostExecutors:
             raise HostUnusable(str(exc)) from None
         factory = self._factories.get(host.kind)
         if factory is None:
-            raise HostUnusable(f"host {host_name!r} is of kind {host.kind.value!r}, which this scheduler "
+            raise HostUnusable(f"host {host_name!r} is of kind {host.kind!r}, which this scheduler "
                                "cannot run steps on yet")
         try:
             executor = factory(host)
@@ -72,9 +72,10 @@ class HostExecutors:
             del self._executors[name]
 
 
-def default_factories(project_dir: Path, store: ProjectStore) -> dict[HostKind, ExecutorFactory]:
-    """Queue hosts run in pilots and batch jobs, SSH hosts in workers started over SSH (both
-    imported lazily: dask-jobqueue and paramiko are not light)."""
+def default_factories(project_dir: Path, store: ProjectStore) -> dict[str, ExecutorFactory]:
+    """Queue hosts (every registered queue system) run in pilots and batch jobs, SSH hosts in
+    workers started over SSH (both imported lazily: dask-jobqueue and paramiko are not light)."""
+    from orchestrator.hosts.queues import BACKENDS
 
     def queue_executor(host: HostConfig) -> HostExecutor:
         from orchestrator.scheduler.executors.queue import QueueExecutor
@@ -86,5 +87,4 @@ def default_factories(project_dir: Path, store: ProjectStore) -> dict[HostKind, 
 
         return SSHExecutor(host, project_dir, store)
 
-    return {HostKind.SLURM: queue_executor, HostKind.SGE: queue_executor, HostKind.PBS: queue_executor,
-            HostKind.SSH: ssh_executor}
+    return {**dict.fromkeys(BACKENDS, queue_executor), HostKind.SSH: ssh_executor}

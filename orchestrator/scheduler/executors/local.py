@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import dask
 from distributed import Client, Future, LocalCluster
+from distributed.security import Security
 
 from orchestrator.protocol import Step, StepGraph
 from orchestrator.scheduler.executors.base import HostExecutor, HostUnusable
+from orchestrator.security import LOOPBACK_HTTP
+from orchestrator.store import StepRecord
 from orchestrator.worker.gpus import run_gpu_step_task
+from orchestrator.worker.processes import StepProcesses, step_token
 from orchestrator.worker.runtime import StepPayload, run_step_task
 
 log = logging.getLogger(__name__)
@@ -40,13 +44,18 @@ def worker_resources(spec: LocalHostSpec) -> dict[str, float]:
     return resources
 
 
-def start_local_cluster(spec: LocalHostSpec) -> tuple[LocalCluster, Client]:
-    """Start the cluster and a client; a dead worker fails its task at once (we retry it)."""
+def start_local_cluster(spec: LocalHostSpec, security: Security | None = None) -> tuple[LocalCluster, Client]:
+    """Start the cluster and a client; a dead worker fails its task at once (we retry it).
+
+    Everything listens on loopback and speaks TLS with ``security`` (the project's credentials,
+    :meth:`orchestrator.security.ProjectTLS.cluster_security`); without it, with credentials
+    made in memory for this cluster alone, so that no cluster of ours is ever open."""
     with dask.config.set({"distributed.scheduler.allowed-failures": 0,
                           "distributed.worker.daemon": False,
                           "distributed.admin.tick.limit": "10s"}):
         cluster = LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True,
-                               resources=worker_resources(spec), dashboard_address=":0",
+                               resources=worker_resources(spec), protocol="tls://", host="127.0.0.1",
+                               security=security or Security.temporary(), dashboard_address=LOOPBACK_HTTP,
                                memory_limit=spec.memory_limit or 0, silence_logs=logging.CRITICAL)
         client = Client(cluster, set_as_default=False)
     return cluster, client
@@ -79,16 +88,24 @@ class LocalExecutor(HostExecutor):
             self._cluster, self._client = self._start()
         return self._client
 
-    @property
-    def started(self) -> bool:
-        return self._client is not None
-
     def close(self) -> None:
         """Close the cluster if this executor started it (a client passed in is the caller's)."""
         if self._cluster is not None and self._client is not None:
             self._client.close()
             self._cluster.close()
             self._client = self._cluster = None
+
+    def cancel(self, futures: list[Future], steps: Iterable[StepRecord], store_url: str) -> None:
+        """Cancel the tasks and end the steps' processes (the worker too: its nanny starts a fresh one)."""
+        for future in futures:
+            future.cancel()
+        for step in steps:
+            if not step.pid:
+                continue  # not started (one that is starting finds its record cancelled and stops itself)
+            processes = StepProcesses(step_token(store_url, step.id, step.attempt), step.pid, step.proc_start)
+            killed = processes.kill(include_worker=True)
+            if killed:
+                log.info("step %s: ended its processes %s", step.name, killed)
 
     def check(self, graph: StepGraph) -> None:
         for step in graph:

@@ -1,4 +1,4 @@
-"""Steps on a SLURM / SGE / PBS host: small ones in pilot workers, big ones as their own jobs.
+"""Steps on a queue host (any registered queue system): small ones in pilot workers, big ones as their own jobs.
 
 - **Pilots** (dask-jobqueue): a step that fits one pilot worker's share (cores, GPUs, memory,
   one MPI rank) is submitted to the pilot cluster with its needs as dask resources, so dask
@@ -11,13 +11,18 @@
   this process (a small dask cluster of its own), which submits the job with exactly the step's
   resources and waits for the host's poller to settle it.
 - **Cancel**: batch jobs are cancelled through the queue (``scancel``/``qdel``); a step
-  running in a pilot has its process tree killed through the worker's nanny, which then
-  starts a fresh worker in the same pilot.
+  running in a pilot has its processes (found by its token, and its worker by pid and start
+  time) ended through the worker's nanny, which then starts a fresh worker in the same pilot.
+
+Steps here never open the project store: they report their outcome (see
+:mod:`orchestrator.worker.outcome`), which the scheduler records; pilot steps announce their
+start through a dask event, collected here for the scheduler (:meth:`started`).
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import sys
 import threading
 import time
@@ -28,20 +33,20 @@ from typing import Any
 import dask
 from distributed import Client, Future, LocalCluster
 
+from orchestrator.hosts import fit
 from orchestrator.hosts.config.model import HostConfig
-from orchestrator.hosts.errors import HostError
-from orchestrator.hosts.queues.base import JobRequest
 from orchestrator.hosts.queues.jobs import BatchQueue
 from orchestrator.hosts.queues.pilots import pilots_needed, start_pilot_cluster, worker_resources
 from orchestrator.protocol import Step, StepGraph
-from orchestrator.scheduler.executors.base import HostExecutor, HostUnusable
+from orchestrator.scheduler.executors.base import HostExecutor, HostUnusable, drain_announcements, host_path_map
 from orchestrator.scheduler.executors.batch import register_batch_host, run_batch_step, unregister_batch_host
+from orchestrator.security import LOOPBACK_HTTP, project_tls
 from orchestrator.store import ProjectStore, StepRecord
-from orchestrator.worker.gpus import run_gpu_step_task
-from orchestrator.worker.processes import kill_tree
-from orchestrator.worker.runtime import StepPayload, run_step_task
+from orchestrator.worker.processes import end_step_processes, step_token
+from orchestrator.worker.remote import run_mapped_step
+from orchestrator.worker.runtime import RUNNING_TOPIC, StepPayload
 
-log = logging.getLogger("orchestrator.scheduler")
+log = logging.getLogger(__name__)
 
 #: batch jobs one host may have waited on at once (threads of the waiter worker)
 WAITER_THREADS = 64
@@ -55,11 +60,15 @@ class QueueExecutor(HostExecutor):
         self.name = host.name
         self.host = host
         self.store = store
+        self.reports = True
+        #: how the compute nodes see this machine's paths (pilot steps run with their paths mapped)
+        self.path_map = host_path_map(host, project_dir)
+        self.programs = {name: list(argv) for name, argv in getattr(host, "programs", {}).items()}
+        self._running: queue.Queue[dict[str, Any]] = queue.Queue()
         self.linger_s = linger_s
         self.scale_interval_s = scale_interval_s
         pilot = host.pilot
         self.share = worker_resources(pilot.cores, pilot.gpus, pilot.processes)
-        self.share_memory_mb = pilot.memory_mb // pilot.processes
         self.batch = BatchQueue(host).start()
         python = pilot.python or sys.executable
         register_batch_host(self.batch, store, python)
@@ -71,15 +80,17 @@ class QueueExecutor(HostExecutor):
         # Reached through its login node: pilots would need the queue's commands and a dask
         # scheduler on the login node, so every step runs as a batch job submitted over SSH.
         # The same when the hosts file turns pilots off.
-        self.pilots = host.ssh is None and pilot.enabled
+        self.pilots = fit.pilots_enabled(host)
         self.cluster: Any = None
         self.client: Any = None
         try:
             if self.pilots:
                 with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
                     self.cluster = start_pilot_cluster(host, adapt=False,
-                                                       log_directory=project_dir / "pilots" / host.name)
+                                                       log_directory=project_dir / "pilots" / host.name,
+                                                       tls=project_tls(project_dir), node_path=self.path_map.to_remote)
                 self.client = Client(self.cluster, set_as_default=False)
+                self.client.subscribe_topic(RUNNING_TOPIC, self._on_running)
             self.waiter = self._start_waiter()
         except BaseException:
             self.batch.close()
@@ -92,35 +103,26 @@ class QueueExecutor(HostExecutor):
         """A dask cluster of threads in this process for the tasks that wait on batch jobs.
 
         Separate from the pilot cluster on purpose: a worker there would also take the
-        unrestricted pilot steps.
+        unrestricted pilot steps. It talks ``inproc://`` (no socket: no TLS to speak); only its
+        HTTP endpoints listen, and on loopback (dask's default would be every interface).
         """
-        cluster = LocalCluster(n_workers=1, threads_per_worker=WAITER_THREADS, processes=False,
-                               dashboard_address=None, memory_limit=0, silence_logs=logging.CRITICAL)
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            cluster = LocalCluster(n_workers=1, threads_per_worker=WAITER_THREADS, processes=False,
+                                   protocol="inproc://", dashboard_address=LOOPBACK_HTTP,
+                                   worker_dashboard_address=LOOPBACK_HTTP, memory_limit=0,
+                                   silence_logs=logging.CRITICAL)
         return Client(cluster, set_as_default=False)
 
     # ------------------------------------------------------------------ placement
     def fits_pilot(self, step: Step) -> bool:
-        r = step.resources
-        return self.pilots and (
-            r.mpi_ranks <= 1 and r.cpus <= self.share["cpus"] and r.gpus <= self.share.get("gpus", 0)
-            and (r.memory_mb is None or r.memory_mb <= self.share_memory_mb)
-            and (r.walltime_s is None or r.walltime_s <= self.host.pilot.walltime_s))
+        return fit.fits_pilot(self.host, step)
 
     def check(self, graph: StepGraph) -> None:
-        if self.host.ssh is not None and not self.host.shared_fs:
-            raise HostUnusable(f"host {self.name!r} is reached over SSH and does not share the project's files: "
-                               "batch jobs there need shared_fs = true (with path_map where paths differ); "
-                               "staging to queue hosts is not supported")
-        for step in graph:
-            if self.fits_pilot(step):
-                continue
-            probe = JobRequest(name=f"check-{step.name}", command=["true"], job_dir="/tmp/orch-check",
-                               resources=step.resources)
-            try:
-                self.batch.render(probe)
-            except HostError as exc:
-                raise HostUnusable(f"step '{step.name}' fits neither a pilot of host {self.name} nor its "
-                                   f"queue: {exc}") from None
+        """The same check as at submit (:func:`orchestrator.hosts.fit.check_queue_steps`)."""
+        try:
+            fit.check_queue_steps(self.host, graph)
+        except fit.DoesNotFitHost as exc:
+            raise HostUnusable(str(exc)) from None
 
     def submit(self, payload: StepPayload, step: Step, key: str) -> Future:
         r = step.resources
@@ -129,15 +131,16 @@ class QueueExecutor(HostExecutor):
         resources: dict[str, float] = {"cpus": max(1, r.cpus)}
         if r.gpus:
             resources["gpus"] = r.gpus
-            future = self.client.submit(run_gpu_step_task, payload, r.gpus, int(self.share.get("gpus", 0)),
-                                        key=key, resources=resources, pure=False)
+            future = self.client.submit(run_mapped_step, payload, self.path_map, r.gpus,
+                                        int(self.share.get("gpus", 0)), key=key, resources=resources, pure=False)
         elif self.share["cpus"] == 1:
             # One-thread workers run one step at a time anyway. Unrestricted, the steps wait in
             # dask's scheduler queue and go to workers as they free up (and as pilots join);
             # restricted, dask would hand them all at once to the first worker that connected.
-            future = self.client.submit(run_step_task, payload, key=key, pure=False, resources=None)
+            future = self.client.submit(run_mapped_step, payload, self.path_map, key=key, pure=False, resources=None)
         else:
-            future = self.client.submit(run_step_task, payload, key=key, resources=resources, pure=False)
+            future = self.client.submit(run_mapped_step, payload, self.path_map, key=key, resources=resources,
+                                        pure=False)
         with self._lock:
             self._pilot_cpus[key] = max(1, r.cpus)
         future.add_done_callback(self._pilot_step_done)
@@ -176,20 +179,29 @@ class QueueExecutor(HostExecutor):
         self.cluster.scale(jobs=jobs)
 
     # ------------------------------------------------------------------ cancel and close
-    def cancel(self, futures: list[Future], steps: Iterable[StepRecord]) -> None:
+    def cancel(self, futures: list[Future], steps: Iterable[StepRecord], store_url: str) -> None:
         steps = list(steps)
         for future in futures:  # pilot steps and batch waiters belong to different clients
             future.cancel()
-        job_ids = [s.job_id for s in steps if s.job_id]
-        if job_ids:
-            self.batch.cancel(job_ids)
+        own_jobs = [s.job_id for s in steps if s.job_id and not in_pilot(s)]
+        if own_jobs:
+            self.batch.cancel(own_jobs)
         for step in steps:
-            if step.job_id or not (step.pid and step.worker) or self.client is None:
+            if not in_pilot(step) or not step.pid or self.client is None:
                 continue
             try:
-                self.client.run(kill_tree, step.pid, workers=[step.worker], nanny=True)
+                self.client.run(end_step_processes, step_token(store_url, step.id, step.attempt), step.pid,
+                                step.proc_start, workers=[step.worker], nanny=True)
             except (OSError, ValueError, KeyError) as exc:  # the worker is gone already
                 log.info("step %s: its worker %s is gone (%s)", step.name, step.worker, exc)
+
+    # ------------------------------------------------------------------ RUNNING from the pilots
+    def _on_running(self, event: tuple[float, dict[str, Any]]) -> None:
+        """dask calls this on its event loop: only queue the record; the scheduler writes it."""
+        self._running.put(event[1])
+
+    def started(self) -> list[tuple[int, int, dict[str, Any]]]:
+        return drain_announcements(self._running)
 
     def close(self) -> None:
         try:
@@ -205,3 +217,9 @@ class QueueExecutor(HostExecutor):
 
     def describe(self) -> dict[str, Any]:
         return {"host": self.name, "pilots": self._scaled_to, "pilot_steps_in_flight": len(self._pilot_cpus)}
+
+
+def in_pilot(step: StepRecord) -> bool:
+    """A step that ran in a pilot records its dask worker's address; one in its own job, ``host:job``."""
+    return bool(step.worker) and "://" in str(step.worker)
+

@@ -40,6 +40,7 @@ def test_four_views_are_sorted_into_pure_classes(four_views):
     assert class_purity(result.class_ids, labels) >= 0.95
     assert np.bincount(result.class_ids, minlength=4).min() >= 30
     assert result.class_averages.shape == (4, 48, 48)
+    assert np.isfinite(result.class_averages).all()
     # in-plane angles are recovered up to one rotation per class (its own frame), within
     # the 10° search step: measured 94 % of particles; the (0, 0) view is nearly two-fold
     # symmetric in projection at this resolution and 13 % of it lands 180° off

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from emtools.kernels.filters import soft_spherical_mask
-from emtools.kernels.fsc import FscCurve, fsc, resolution_at
+from emtools.kernels.fsc import FscCurve, NonFiniteFscError, fsc, resolution_at
 from emtools.kernels.phantom import make_phantom
 
 
@@ -43,3 +43,35 @@ def test_masked_fsc_and_mask_helper():
     assert 0.0 < m[16, 16, 16 + 12] < 1.0
     v = make_phantom(32, 4.0, seed=2)
     assert fsc(v, v, 4.0, mask=m).fsc.min() == pytest.approx(1.0)
+
+
+def test_a_map_with_one_nan_voxel_is_an_error_not_nyquist():
+    v = make_phantom(32, 4.0, seed=3)
+    spoiled = v.copy()
+    spoiled[3, 4, 5] = np.nan
+    with pytest.raises(NonFiniteFscError, match=r"the second map is not finite: 1 NaN and 0 infinite voxel\(s\) "
+                                                r"of 32768, the first at \(z, y, x\) = \(3, 4, 5\)"):
+        fsc(v, spoiled, 4.0)
+    spoiled[3, 4, 5] = np.inf
+    with pytest.raises(NonFiniteFscError, match="the first map is not finite: 0 NaN and 1 infinite"):
+        fsc(spoiled, v, 4.0)
+    mask = soft_spherical_mask((32, 32, 32), 10.0, 4.0)
+    mask[0, 0, 0] = np.nan
+    with pytest.raises(NonFiniteFscError, match="the mask is not finite"):
+        fsc(v, v, 4.0, mask=mask)
+
+
+def test_a_nan_curve_has_no_resolution():
+    # what a NaN map gives: every shell NaN, none below the threshold; it used to report Nyquist
+    curve = FscCurve(np.arange(5, dtype=float), np.array([1.0, np.nan, np.nan, np.nan, np.nan]), 40, 2.0)
+    with pytest.raises(NonFiniteFscError, match=r"not finite in 4 of 5 shells \(shells \[1, 2, 3, 4\]\)"):
+        curve.resolution(0.143)
+    with pytest.raises(NonFiniteFscError, match="threshold"):
+        resolution_at(FscCurve(np.arange(3, dtype=float), np.ones(3), 8, 1.0), float("nan"))
+
+
+def test_maps_too_large_for_their_fourier_power_are_an_error():
+    v = make_phantom(16, 4.0, seed=3).astype(np.float64) * 1e160  # finite, but |F|² overflows to inf
+    with np.errstate(over="ignore", invalid="ignore"):
+        with pytest.raises(NonFiniteFscError, match="FSC curve is not finite"):
+            fsc(v, v, 4.0)

@@ -19,6 +19,10 @@ def _run(box, pixel, n, snr, settings):
     result = refine_3d(
         stack.images, stack.optics, m["defocus_u"], m["defocus_v"], m["defocus_angle"], truth, pixel, settings
     )
+    # every map the refinement produced is finite: its resolutions below would mean nothing otherwise
+    for name, volume in (("map", result.volume), ("half 1", result.half_maps[0]), ("half 2", result.half_maps[1])):
+        assert np.isfinite(volume).all(), name
+    assert np.isfinite(result.fsc.fsc).all() and np.isfinite(result.resolution_a)
     errors = angular_distance_deg(result.rotations, stack.rotations)
     shift_err = np.hypot(result.poses["shift_x"] - m["shift_x"], result.poses["shift_y"] - m["shift_y"])
     vs_truth = fsc(result.volume, truth, pixel).resolution(0.5)

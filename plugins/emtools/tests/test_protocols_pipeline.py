@@ -17,12 +17,14 @@ Stated results (measured on two shared cores; thresholds leave margin):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from emtools.kernels.xp import gpu_available
 from emtools.steps.ground_truth import compare
 
 from orchestrator.em import mrc
@@ -85,13 +87,29 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Project
                         "refined": particles, "classified": classified}
 
 
-def test_every_run_finishes_except_the_gpu_one(pipeline) -> None:
-    _, result = pipeline
+def test_every_run_finishes_and_the_gpu_one_wherever_a_gpu_is_given(pipeline) -> None:
+    """The GPU refinement finishes where the local host gives its workers a GPU (on CuPy when
+    CuPy sees a device, else on NumPy, saying so) and fails for that reason alone elsewhere."""
+    project, result = pipeline
     runs = result["runs"]
     for name, _, _ in RUNS[:-1]:
         assert runs[name].run_state is RunState.FINISHED, (name, runs[name].error)
     gpu = runs["refine_gpu"]
-    assert gpu.run_state is RunState.FAILED and "GPU" in (gpu.error or ""), gpu.error
+    if gpu.run_state is RunState.FAILED:
+        # the one accepted failure: the host had no GPU to give (the scheduler's check before the
+        # run starts, or the worker's GPU pool), never a crash of the GPU code
+        assert re.search(r"needs 1 GPU\(s\); host local offers 0|asks for 1 GPU\(s\); this worker has 0",
+                         gpu.error or ""), gpu.error
+        return
+    assert gpu.run_state is RunState.FINISHED, (gpu.run_state, gpu.error)
+    log = "".join(path.read_text() for path in (project.run_dir("refine_gpu") / "logs").glob("*.log"))
+    on_gpu = "running the kernels on GPU" in log
+    assert on_gpu == gpu_available(), log[-2000:]  # CuPy used exactly when it sees a device
+    assert on_gpu or "running on the CPU" in log
+    volume = result["outputs"]["refine_gpu"]["volume"].value
+    assert volume["resolution_a"] < 15.0, volume  # the same refinement as refine3d, on either device
+    for name in ("maps/map.mrc", "maps/half1.mrc", "maps/half2.mrc"):
+        assert np.isfinite(mrc.read_volume(project.run_dir("refine_gpu") / name)).all(), name
 
 
 def test_sets_flow_through_the_pipeline(pipeline) -> None:
@@ -111,7 +129,9 @@ def test_sets_flow_through_the_pipeline(pipeline) -> None:
     assert sum(sizes) == n_particles and sizes[0] >= sizes[-1]
     run_dir = project.run_dir("refine3d")
     for name in ("maps/map.mrc", "maps/half1.mrc", "maps/half2.mrc"):
-        assert mrc.read_volume(run_dir / name).shape == (BOX, BOX, BOX)
+        volume = mrc.read_volume(run_dir / name)
+        assert volume.shape == (BOX, BOX, BOX)
+        assert np.isfinite(volume).all(), name  # a NaN voxel would make the stated resolution meaningless
     assert mrc.read_header(run_dir / "maps/map.mrc").voxel_size[0] == pytest.approx(PIXEL)
     assert (project.run_dir("simulate") / "ground_truth" / "particles.star").exists()
 

@@ -2,10 +2,12 @@
 
 A step gets its MPI ranks and threads from its declared Resources (``mpi_ranks``, ``cpus``)
 and the same numbers arrive in its arguments, so that the command line always asks for what
-the scheduler reserved. Programs run as argument lists (never through a shell) with the
-run directory as their working directory; their stdout and stderr are the step's (the
-worker sends file descriptors 1 and 2 to the step log), and a failure raises
-:class:`RelionRunError` with RELION's own ``ERROR`` line when it printed one.
+the scheduler reserved. The MPI launcher is the host's: the ``mpirun`` program of its hosts
+file (``[hosts.NAME.programs]``, read with ``ctx.program``), never a run's param, so a shared
+workflow file cannot choose which program its importer runs. Programs run as argument lists
+(never through a shell) with the run directory as their working directory; their stdout and
+stderr are the step's (the worker sends file descriptors 1 and 2 to the step log), and a
+failure raises :class:`RelionRunError` with RELION's own ``ERROR`` line when it printed one.
 """
 
 from __future__ import annotations
@@ -21,28 +23,22 @@ from pathlib import Path
 
 from relion_plugin.errors import RelionInputError, RelionRunError
 
-DEFAULT_MPI_COMMAND = "mpirun -np {ranks} --oversubscribe"
-"""How MPI programs are started; ``{ranks}`` is replaced by the step's MPI ranks."""
+MPIRUN_PROGRAM = "mpirun"
+"""The name a host's hosts file gives its MPI launcher: ``[hosts.NAME.programs] mpirun = [...]``."""
 
-MPI_COMMAND_ENV = "ORCH_MPI_COMMAND"
-"""A host's own launcher (e.g. ``srun -n {ranks}``), set in its ``env_setup``; read when a
-step runs, and used when the run's ``mpi_command`` param is left empty."""
+DEFAULT_MPIRUN = ("mpirun", "--oversubscribe")
+"""The launcher where the host configures none."""
+
+RANKS = "{ranks}"
+"""A word of the launcher that stands for the number of ranks (``["srun", "-n", "{ranks}"]``);
+without one, ``-np N`` follows the launcher's first word (what mpirun and mpiexec read)."""
+
+RETIRED_MPI_COMMAND_ENV = "ORCH_MPI_COMMAND"
+"""Where a host's launcher used to be set (its ``env_setup``); refused now, so that a host
+whose launcher moved is not run with the default without a word."""
 
 _LAUNCHERS = frozenset({"mpirun", "mpiexec", "orterun"})
 _ERROR_LINES = 6
-
-
-def check_mpi_command(template: str) -> str | None:
-    """A problem with a parallel command template (None when it is usable; "" means the host's)."""
-    if not template:
-        return None
-    if "{ranks}" not in template:
-        return f"must contain {{ranks}} where the number of MPI ranks goes, e.g. {DEFAULT_MPI_COMMAND!r}"
-    try:
-        words = shlex.split(template.replace("{ranks}", "1"))
-    except ValueError as exc:
-        return f"cannot be split into words: {exc}"
-    return None if words else "is empty"
 
 
 @functools.lru_cache(maxsize=8)
@@ -55,27 +51,33 @@ def _is_open_mpi(launcher: str) -> bool:
     return "open mpi" in (done.stdout + done.stderr).lower() or "open-mpi" in (done.stdout + done.stderr).lower()
 
 
-def mpi_prefix(ranks: int, template: str = "", *, as_root: bool | None = None) -> list[str]:
+def mpi_prefix(ranks: int, launcher: Sequence[str] = DEFAULT_MPIRUN, *, as_root: bool | None = None) -> list[str]:
     """The launcher words for ``ranks`` MPI ranks ([] for a single rank).
 
-    An empty ``template`` means the host's launcher (``$ORCH_MPI_COMMAND`` where the step
-    runs), else :data:`DEFAULT_MPI_COMMAND`. Open MPI refuses to run as root unless told,
-    which is how containers and CI run, so ``--allow-run-as-root`` is added there (and only
-    there: MPICH and srun do not know the flag).
+    ``launcher`` is the host's ``mpirun`` program (``ctx.program("mpirun", DEFAULT_MPIRUN)``):
+    its ``{ranks}`` words become the number of ranks, and without such a word ``-np N``
+    follows its first word. Open MPI refuses to run as root unless told, which is how
+    containers and CI run, so ``--allow-run-as-root`` is added there (and only there: MPICH
+    and srun do not know the flag).
     """
     if ranks <= 1:
         return []
-    where = "param 'mpi_command'"
-    if not template:
-        template = os.environ.get(MPI_COMMAND_ENV, "") or DEFAULT_MPI_COMMAND
-        where = f"${MPI_COMMAND_ENV}" if os.environ.get(MPI_COMMAND_ENV) else where
-    problem = check_mpi_command(template)
-    if problem:
-        raise RelionInputError(f"{where}: {template!r} {problem}")
-    words = shlex.split(template.replace("{ranks}", str(ranks)))
+    if os.environ.get(RETIRED_MPI_COMMAND_ENV):
+        raise RelionInputError(
+            f"${RETIRED_MPI_COMMAND_ENV} is no longer read: set the host's MPI launcher in its hosts file, "
+            f'[hosts.NAME.programs] {MPIRUN_PROGRAM} = ["srun", "-n", "{RANKS}"] (for example), and remove '
+            f"{RETIRED_MPI_COMMAND_ENV} from its env_setup"
+        )
+    words = [str(word) for word in launcher]
+    if not words or not words[0]:
+        raise RelionInputError(f"the host's {MPIRUN_PROGRAM} program is empty: {list(launcher)!r}")
+    if any(RANKS in word for word in words):
+        words = [word.replace(RANKS, str(ranks)) for word in words]
+    else:
+        words[1:1] = ["-np", str(ranks)]
     as_root = os.geteuid() == 0 if as_root is None else as_root
-    launcher = Path(words[0]).name
-    if as_root and launcher in _LAUNCHERS and "--allow-run-as-root" not in words and _is_open_mpi(words[0]):
+    name = Path(words[0]).name
+    if as_root and name in _LAUNCHERS and "--allow-run-as-root" not in words and _is_open_mpi(words[0]):
         words.insert(1, "--allow-run-as-root")
     return words
 
@@ -116,20 +118,21 @@ def program_command(
     args: Sequence[str],
     *,
     mpi_ranks: int = 1,
-    mpi_command: str = "",
+    launcher: Sequence[str] = DEFAULT_MPIRUN,
     extra_args: str = "",
 ) -> list[str]:
     """The full argument list: launcher, ``PROGRAM`` (``PROGRAM_mpi`` with several ranks), args.
 
-    ``extra_args`` (a user's additional RELION options, as typed) are split shell-style and
-    appended, so they can override nothing silently but add anything RELION accepts.
+    ``launcher`` is the host's MPI launcher (see :func:`mpi_prefix`). ``extra_args`` (a
+    user's additional RELION options, as typed) are split shell-style and appended, so they
+    can override nothing silently but add anything RELION accepts.
     """
     try:
         extra = shlex.split(extra_args) if extra_args else []
     except ValueError as exc:
         raise RelionInputError(f"param 'extra_args': {extra_args!r} cannot be split into words: {exc}") from None
     executable = f"{program}_mpi" if mpi_ranks > 1 else program
-    return [*mpi_prefix(mpi_ranks, mpi_command), executable, *args, *extra]
+    return [*mpi_prefix(mpi_ranks, launcher), executable, *args, *extra]
 
 
 def require_program(name: str) -> str:

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from orchestrator.protocol import (
     IntParam,
     OutputRef,
     Param,
+    ParamValidationError,
     PointerParam,
+    Protocol,
     ProtocolError,
     ResolvedParams,
     Resources,
     StrParam,
 )
-from relion_plugin.command import DEFAULT_MPI_COMMAND, MPI_COMMAND_ENV, check_mpi_command
+from relion_plugin.command import MPIRUN_PROGRAM
+
+MOVED_TO_HOSTS_FILE = {
+    "mpi_command": "the MPI launcher is chosen by the host's owner now, not by a run: set it in the hosts "
+    f'file, [hosts.NAME.programs] {MPIRUN_PROGRAM} = ["mpirun", "--oversubscribe"] (or ["srun", "-n", "{{ranks}}"])',
+}
+"""Params that were run params and moved to the hosts file, with what to do instead."""
 
 RELION_CITATION = """@article{Zivanov2018,
   author = {Zivanov, Jasenko and Nakane, Takanori and Forsberg, Bj{\\"o}rn O and Kimanius, Dari and
@@ -35,15 +45,37 @@ def particles_param(help_text: str = "Particle set to process, e.g. extract.part
     return PointerParam("particles", type_name="SetOfParticles", label="Input particles", help=help_text)
 
 
+class ParallelProtocol(Protocol):
+    """Base of the protocols that run RELION's MPI programs.
+
+    A run that still sets a param that moved to the hosts file (``mpi_command``) is refused
+    with a message saying where it went: a workflow file someone shares must not choose which
+    program its importer runs. The empty value, the old default, is dropped quietly, so runs
+    recorded before the move can still be restarted.
+    """
+
+    @classmethod
+    def validate(cls, raw_params: Mapping[str, Any], *, base_dir: Path | None = None) -> ResolvedParams:
+        raw = dict(raw_params)
+        problems = []
+        for name, instead in MOVED_TO_HOSTS_FILE.items():
+            if name in raw and raw.pop(name) not in ("", None):
+                problems.append(f"param '{name}': moved to the hosts file; {instead}")
+        if problems:
+            raise ParamValidationError(cls.name, problems)
+        return super().validate(raw, base_dir=base_dir)
+
+
 def parallel_params(mpi_default: int = 1, mpi_min: int = 1, *, threads: bool = True, gpus: bool = True) -> list[Param]:
-    """MPI ranks, threads per rank, GPUs, the MPI launcher and extra RELION options."""
+    """MPI ranks, threads per rank, GPUs and extra RELION options (the MPI launcher is the host's)."""
     params: list[Param] = [
         IntParam(
             "mpi",
             default=mpi_default,
             min=mpi_min,
             label="MPI ranks",
-            help="MPI processes (relion_*_mpi when > 1); the step reserves mpi x threads cores.",
+            help="MPI processes (relion_*_mpi when > 1, started with the host's mpirun program from "
+            "its hosts file); the step reserves mpi x threads cores.",
         ),
     ]
     if threads:
@@ -59,15 +91,6 @@ def parallel_params(mpi_default: int = 1, mpi_min: int = 1, *, threads: bool = T
             )
         )
     params += [
-        StrParam(
-            "mpi_command",
-            default="",
-            label="MPI launcher",
-            validators=[check_mpi_command],
-            help="How MPI programs start, {ranks} being the number of ranks. Empty: the host's "
-            f"${MPI_COMMAND_ENV} (set it in the host's env_setup, e.g. 'srun -n {{ranks}}'), else "
-            f"'{DEFAULT_MPI_COMMAND}'. As root, Open MPI's --allow-run-as-root is added.",
-        ),
         StrParam(
             "extra_args",
             default="",
@@ -86,7 +109,7 @@ def parallel_resources(p: ResolvedParams) -> Resources:
 
 def parallel_args(p: ResolvedParams) -> dict[str, Any]:
     """The step arguments that repeat the reservation on the command line."""
-    args = {"mpi": p.mpi, "mpi_command": p.mpi_command, "extra_args": p.extra_args}
+    args = {"mpi": p.mpi, "extra_args": p.extra_args}
     if "threads" in p:
         args["threads"] = p.threads
     return args

@@ -1,4 +1,4 @@
-"""Particle sets in the project store, as the RELION protocols read and write them.
+"""Particle sets as the RELION protocols read and write them (through the step's context).
 
 Conventions (shared with the emtools plugin, which makes and reads the same sets):
 
@@ -10,7 +10,8 @@ Conventions (shared with the emtools plugin, which makes and reads the same sets
   :class:`~orchestrator.objects.em.Optics`); a set that only has ``"acquisition"`` (one
   group) is read as one optics group whose box size comes from its first stack. Sets
   written here carry both, plus ``box_size``, so the native protocols can read them too;
-* a set output's value is ``{"set_id": N, "size": n}``.
+* a set output's value is ``{"set_id": N, "size": n}``; a step registers its sets with
+  ``ctx.register_set`` and puts the placeholder it returns where ``N`` goes.
 
 Sets written here keep the ids of the particles they come from, so a particle can be
 followed from extraction through classification and refinement.
@@ -30,7 +31,6 @@ from orchestrator.em.errors import MrcFormatError
 from orchestrator.em.mrc import read_header
 from orchestrator.objects.em import Optics
 from orchestrator.protocol import StepContext
-from orchestrator.store import ProjectStore
 from relion_plugin.errors import RelionInputError
 
 
@@ -119,11 +119,10 @@ def load_particles(ctx: StepContext, set_id: int, producer_dir: str) -> LoadedPa
     Raises RelionInputError naming the set when it is empty, has no optics, uses an
     optics group it does not define, or points at stacks that are missing or not MRC.
     """
-    with ProjectStore.open(ctx.store_url) as store:
-        item_set = store.get_set(set_id)
-        where = f"particle set {set_id} ({item_set.name!r})"
-        columns = item_set.to_numpy()
-        properties = dict(item_set.properties)
+    item_set = ctx.open_set(set_id)
+    where = f"particle set {set_id} ({item_set.name!r})"
+    columns = item_set.to_numpy()
+    properties = dict(item_set.properties)
     keep = columns["enabled"].astype(bool)
     columns = {name: values[keep] for name, values in columns.items()}
     if len(columns["id"]) == 0:
@@ -193,8 +192,8 @@ def write_particle_set(
     columns: Mapping[str, np.ndarray],
     optics: Sequence[Optics],
     properties: Mapping[str, Any],
-) -> int:
-    """Create, fill and close a particle set of this run; returns its id.
+) -> dict[str, str]:
+    """Register a particle set of this step; returns its placeholder (see ``StepContext.register_set``).
 
     ``columns`` hold absolute image paths; they are stored portable (see :func:`portable_paths`).
     ``properties`` are the set's (see :func:`set_properties`).
@@ -204,8 +203,4 @@ def write_particle_set(
     for text in ("image_path", "micrograph_name"):
         if text in data:
             data[text] = np.asarray(data[text], dtype=object)
-    with ProjectStore.open(ctx.store_url) as store:
-        item_set = store.create_set(name, "Particle", run_id=ctx.run_id, properties=dict(properties))
-        item_set.append_columns(data)
-        item_set.close()
-        return item_set.id
+    return ctx.register_set(name, "Particle", data, dict(properties))

@@ -15,18 +15,21 @@ from orchestrator.protocol import (
 )
 from relion_plugin.common import (
     RELION_CITATION,
+    ParallelProtocol,
     input_set,
     parallel_args,
     parallel_params,
     parallel_resources,
     particles_param,
 )
-from relion_plugin.steps_maps import export_halves_step, fsc_step, mask_step, postprocess_step, reconstruct_step
+
+# Step modules (numpy, scipy, the EM formats) are imported by the methods that plan steps,
+# not when the plugin is discovered: `orch plugins` and `orch run` read the declarations only.
 
 _STAR = "Input/particles.star"
 
 
-class Reconstruct(Protocol):
+class Reconstruct(ParallelProtocol):
     """Reconstruct a map from particles with known angles (relion_reconstruct, RELION 3.1).
 
     Reconstructs the full map and the two half maps in parallel (particles without a half
@@ -54,6 +57,8 @@ class Reconstruct(Protocol):
     outputs = {"volume": "Volume"}
 
     def steps(self, p: ResolvedParams) -> StepGraph:
+        from relion_plugin.steps_maps import export_halves_step, fsc_step, reconstruct_step
+
         set_id, producer_dir = input_set(p)
         symmetry = p.symmetry.upper()
         graph = StepGraph()
@@ -142,6 +147,8 @@ class Postprocess(Protocol):
     outputs = {"volume": "Volume"}
 
     def steps(self, p: ResolvedParams) -> StepGraph:
+        from relion_plugin.steps_maps import mask_step, postprocess_step
+
         ref = p.input("volume")
         value = ref.value if isinstance(ref.value, dict) else {}
         halves = value.get("half_maps")

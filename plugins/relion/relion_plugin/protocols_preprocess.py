@@ -14,7 +14,9 @@ from orchestrator.protocol import (
     StepGraph,
 )
 from relion_plugin.common import RELION_CITATION, input_set, particles_param
-from relion_plugin.steps_preprocess import batch_record, collect_step, import_particles_step, preprocess_batch_step
+
+# Step modules (numpy, scipy, the EM formats) are imported by the methods that plan steps,
+# not when the plugin is discovered: `orch plugins` and `orch run` read the declarations only.
 
 
 class Preprocess(Protocol):
@@ -68,6 +70,8 @@ class Preprocess(Protocol):
         return []
 
     def steps(self, p: ResolvedParams) -> StepGraph:
+        from relion_plugin.steps_preprocess import batch_record, collect_step, preprocess_batch_step
+
         set_id, producer_dir = input_set(p)
         graph = StepGraph()
         common = {"set_id": set_id, "producer_dir": producer_dir}
@@ -119,6 +123,8 @@ class ImportParticles(Protocol):
 
     def steps(self, p: ResolvedParams) -> StepGraph:
         # Relative paths are relative to the project folder; the step resolves them there.
+        from relion_plugin.steps_preprocess import import_particles_step
+
         star, images = str(p.star_file), None if p.images_dir is None else str(p.images_dir)
         graph = StepGraph()
         args = {"star_file": star, "images_dir": images, "pixel_size": p.pixel_size}

@@ -11,7 +11,6 @@ from orchestrator.protocol import (
     IntParam,
     PathParam,
     PointerParam,
-    Protocol,
     ResolvedParams,
     StepGraph,
     StrParam,
@@ -19,6 +18,7 @@ from orchestrator.protocol import (
 from relion_plugin.common import (
     BAYESIAN_CITATION,
     RELION_CITATION,
+    ParallelProtocol,
     input_set,
     input_volume,
     parallel_args,
@@ -26,7 +26,9 @@ from relion_plugin.common import (
     parallel_resources,
     particles_param,
 )
-from relion_plugin.steps_refine import INPUT_STAR, export_step, import_step, refine_step
+
+# Step modules (numpy, scipy, the EM formats) are imported by the methods that plan steps,
+# not when the plugin is discovered: `orch plugins` and `orch run` read the declarations only.
 
 _COMMON_FLAGS = [
     "--norm",
@@ -79,7 +81,7 @@ def _reference_params() -> list[Any]:
     ]
 
 
-class _RelionRefine(Protocol):
+class _RelionRefine(ParallelProtocol):
     """Shared steps: export the set, run relion_refine, import its results."""
 
     kind: ClassVar[str] = ""
@@ -98,6 +100,8 @@ class _RelionRefine(Protocol):
         return []
 
     def steps(self, p: ResolvedParams) -> StepGraph:
+        from relion_plugin.steps_refine import INPUT_STAR, export_step, import_step, refine_step
+
         set_id, producer_dir = input_set(p)
         out = f"{self.folder}/run"
         graph = StepGraph()

@@ -16,7 +16,7 @@ import numpy as np
 
 from orchestrator.em.mrc import read_header, read_volume
 from orchestrator.protocol import StepContext, output_result
-from relion_plugin.command import program_command, run_program
+from relion_plugin.command import DEFAULT_MPIRUN, MPIRUN_PROGRAM, program_command, run_program
 from relion_plugin.errors import RelionInputError, RelionOutputError
 from relion_plugin.particle_sets import load_particles
 from relion_plugin.results import check_map, fsc_resolution, postprocess_resolution, volume_value
@@ -55,7 +55,6 @@ def reconstruct_step(
     ctf: bool,
     symmetry: str,
     mpi: int,
-    mpi_command: str,
     extra_args: str = "",
     maxres: float | None = None,
 ) -> dict[str, Any]:
@@ -65,7 +64,8 @@ def reconstruct_step(
     args += ["--ctf"] if ctf else []
     args += ["--subset", str(subset)] if subset in (1, 2) else []
     args += ["--maxres", f"{maxres:g}"] if maxres else []
-    argv = program_command("relion_reconstruct", args, mpi_ranks=mpi, mpi_command=mpi_command, extra_args=extra_args)
+    launcher = ctx.program(MPIRUN_PROGRAM, list(DEFAULT_MPIRUN))
+    argv = program_command("relion_reconstruct", args, mpi_ranks=mpi, launcher=launcher, extra_args=extra_args)
     run_program(argv, cwd=ctx.run_dir, log_path=ctx.log_path)
     data = check_map(ctx.path(out))
     return {"map": out, "box": int(data.shape[0])}

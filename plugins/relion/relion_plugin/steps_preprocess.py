@@ -85,9 +85,9 @@ def collect_step(
             columns[name] = (columns[name] * factor).astype(columns[name].dtype)
         optics = [dataclasses.replace(o, pixel_size_a=o.pixel_size_a / factor, image_size=rescale_box) for o in optics]
     props = set_properties(optics, particles.properties, source="relion.preprocess", input_set=set_id)
-    new_id = write_particle_set(ctx, "preprocess.particles", columns, optics, props)
+    new_set = write_particle_set(ctx, "preprocess.particles", columns, optics, props)
     count = len(columns["id"])
-    return {"particles": count, "outputs": {"particles": output_result(None, {"set_id": new_id, "size": count})}}
+    return {"particles": count, "outputs": {"particles": output_result(None, {"set_id": new_set, "size": count})}}
 
 
 def import_particles_step(
@@ -120,6 +120,6 @@ def import_particles_step(
     box = read_header(next(iter(resolved.values()))).shape[-1]
     optics = [o if o.image_size else dataclasses.replace(o, image_size=box) for o in optics]
     props = set_properties(optics, None, source="relion.import_particles", star_file=str(star.resolve()))
-    set_id = write_particle_set(ctx, "import.particles", columns, optics, props)
+    new_set = write_particle_set(ctx, "import.particles", columns, optics, props)
     count = len(columns["id"])
-    return {"particles": count, "outputs": {"particles": output_result(None, {"set_id": set_id, "size": count})}}
+    return {"particles": count, "outputs": {"particles": output_result(None, {"set_id": new_set, "size": count})}}

@@ -1,7 +1,7 @@
 """Step functions of the relion_refine protocols: export, refine, import.
 
-Three steps per run so that each can be retried on its own: a failed import (store busy, a
-bug in a conversion) does not throw away a refinement that took an hour.
+Three steps per run so that each can be retried on its own: a failed import (a bug in a
+conversion) does not throw away a refinement that took an hour.
 
 * ``export_step``: the input set as ``Input/particles.star`` (RELION 3.1, absolute stacks);
 * ``refine_step``: ``relion_refine`` / ``relion_refine_mpi`` with the run's args, then checks
@@ -23,8 +23,14 @@ from orchestrator.em.mrc import read_header
 from orchestrator.em.relion import star_to_optics
 from orchestrator.em.star import read_star
 from orchestrator.protocol import StepContext, output_result
-from orchestrator.store import ProjectStore
-from relion_plugin.command import gpu_argument, program_command, run_program, visible_gpu_ids
+from relion_plugin.command import (
+    DEFAULT_MPIRUN,
+    MPIRUN_PROGRAM,
+    gpu_argument,
+    program_command,
+    run_program,
+    visible_gpu_ids,
+)
 from relion_plugin.errors import RelionInputError, RelionOutputError
 from relion_plugin.particle_sets import load_particles, portable_paths, set_properties, write_particle_set
 from relion_plugin.results import check_map, check_stack, model_classes, model_resolution, volume_value
@@ -93,7 +99,6 @@ def refine_step(
     out: str,
     mpi: int,
     threads: int,
-    mpi_command: str,
     extra_args: str = "",
     reference: str | None = None,
     particle_diameter: float | None = None,
@@ -117,7 +122,8 @@ def refine_step(
     gpus = gpu_argument(visible_gpu_ids(ctx.gpus), mpi - 1 if mpi > 1 else 1)
     if gpus:
         full += ["--gpu", gpus]
-    argv = program_command("relion_refine", full, mpi_ranks=mpi, mpi_command=mpi_command, extra_args=extra_args)
+    launcher = ctx.program(MPIRUN_PROGRAM, list(DEFAULT_MPIRUN))
+    argv = program_command("relion_refine", full, mpi_ranks=mpi, launcher=launcher, extra_args=extra_args)
     run_program(argv, cwd=ctx.run_dir, log_path=ctx.log_path)
     data_star, model_star = final_files(ctx.path(out), kind)
     read_relion_particles(data_star, expected_rows=rows)
@@ -183,8 +189,8 @@ def import_step(
     props = set_properties(
         ours.optics, ours.properties, source=f"relion.{kind}", input_set=set_id, resolution_a=resolution
     )
-    particles_id = write_particle_set(ctx, f"{kind}.particles", merged, ours.optics, props)
-    outputs: dict[str, Any] = {"particles": output_result(None, {"set_id": particles_id, "size": ours.count})}
+    particles_set = write_particle_set(ctx, f"{kind}.particles", merged, ours.optics, props)
+    outputs: dict[str, Any] = {"particles": output_result(None, {"set_id": particles_set, "size": ours.count})}
     if kind == "autorefine":
         halves = (ctx.path(f"{out}_half1_class001_unfil.mrc"), ctx.path(f"{out}_half2_class001_unfil.mrc"))
         value = volume_value(
@@ -199,13 +205,14 @@ def import_step(
         )
         outputs["volume"] = output_result(value["files"][0], value)
     else:
-        classes_id = _write_classes(ctx, kind, model_star, merged["class_id"], ours)
-        outputs["classes"] = output_result(None, {"set_id": classes_id, "size": len(model_classes(model_star))})
+        classes_set = _write_classes(ctx, kind, model_star, merged["class_id"], ours)
+        outputs["classes"] = output_result(None, {"set_id": classes_set, "size": len(model_classes(model_star))})
     return {"resolution_a": resolution, "particles": ours.count, "outputs": outputs}
 
 
-def _write_classes(ctx: StepContext, kind: str, model_star: Path, class_ids: np.ndarray, ours: Any) -> int:
-    """A ClassAverage set: one row per class with its image, size and resolution."""
+def _write_classes(ctx: StepContext, kind: str, model_star: Path, class_ids: np.ndarray,
+                   ours: Any) -> dict[str, str]:
+    """A ClassAverage set: one row per class with its image, size and resolution (its placeholder)."""
     classes = model_classes(model_star)
     sizes = np.bincount(class_ids.astype(np.int64), minlength=len(classes) + 1)
     index_path = [parse_image_name(c["reference"]) for c in classes]
@@ -218,8 +225,4 @@ def _write_classes(ctx: StepContext, kind: str, model_star: Path, class_ids: np.
         "dimensions": np.full(len(classes), 2 if kind == "class2d" else 3, dtype=np.int8),
     }
     props = {"pixel_size_a": ours.pixel_size, "box": ours.box, "distribution": [c["distribution"] for c in classes]}
-    with ProjectStore.open(ctx.store_url) as store:
-        item_set = store.create_set(f"{kind}.classes", "ClassAverage", run_id=ctx.run_id, properties=props)
-        item_set.append_columns(columns)
-        item_set.close()
-        return item_set.id
+    return ctx.register_set(f"{kind}.classes", "ClassAverage", columns, props)

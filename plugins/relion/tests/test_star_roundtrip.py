@@ -21,6 +21,8 @@ from relion_testdata import SimulatedParticles, require_relion
 from orchestrator.objects.em import Optics
 from orchestrator.project import Project
 from orchestrator.protocol import StepContext
+from orchestrator.store.set_files import export_set, exported_set_path
+from orchestrator.worker.set_sources import ExportedSetSource
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +34,11 @@ def relion(*args: str, cwd: Path) -> str:
 
 
 def stored_set(tmp_path: Path, sim: SimulatedParticles) -> tuple[StepContext, int, dict[str, np.ndarray]]:
-    """The simulated particles (with poses, classes, half sets) as a set in a project store."""
+    """The simulated particles (with poses, classes, half sets) as a set in a project store.
+
+    The step reads it as a step on a host without the store would: from the file the
+    scheduler exports (``Input/sets/set_<id>.npz``) through the context's set source.
+    """
     project = Project.create(tmp_path / "proj")
     columns = dict(sim.columns)
     n = sim.count
@@ -43,10 +49,11 @@ def stored_set(tmp_path: Path, sim: SimulatedParticles) -> tuple[StepContext, in
         item_set = store.create_set("sim", "Particle", properties={"optics": optics_to_properties([sim.optics])})
         item_set.append_columns(columns)
         item_set.close()
-        url = store.url
-    run_dir = tmp_path / "proj" / "runs" / "check"
-    run_dir.mkdir(parents=True)
-    ctx = StepContext(project.path, 0, run_dir, "check", run_dir / "check.log", store_url=url)
+        run_dir = tmp_path / "proj" / "runs" / "check"
+        run_dir.mkdir(parents=True)
+        export_set(item_set, exported_set_path(run_dir / "Input/sets", item_set.id))
+    ctx = StepContext(project.path, 0, run_dir, "check", run_dir / "check.log",
+                      sets=ExportedSetSource(run_dir / "Input/sets"))
     return ctx, item_set.id, columns
 
 
@@ -103,6 +110,7 @@ def test_a_set_with_two_optics_groups_is_exported_per_group(
         )
         item_set.append_columns({**original, "optics_group": groups})
         item_set.close()
+        export_set(item_set, exported_set_path(ctx.run_dir / "Input/sets", item_set.id))
     particles = load_particles(ctx, item_set.id, str(small_particles.folder))
     star = export_particles(particles, ctx.path("two.star"))
     relion(

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from relion_plugin.command import (
-    check_mpi_command,
     gpu_argument,
     mpi_prefix,
     program_command,
@@ -18,6 +17,7 @@ from relion_plugin.command import (
 )
 from relion_plugin.errors import RelionInputError, RelionOutputError
 from relion_plugin.particle_sets import optics_from_properties, portable_paths, resolve_image_paths
+from relion_plugin.protocols_maps import Postprocess, Reconstruct
 from relion_plugin.protocols_refine import AutoRefine, Class2D
 from relion_plugin.results import check_map, fsc_resolution, volume_value
 from relion_plugin.star_exchange import merge_relion_particles
@@ -26,7 +26,7 @@ from orchestrator.em.mrc import write_volume
 from orchestrator.em.star import write_star
 from orchestrator.objects.params import ParamValidationError, Pointer
 from orchestrator.plugins import discover
-from orchestrator.protocol import OutputRef
+from orchestrator.protocol import OutputRef, StepContext
 
 
 def test_plugin_is_discovered_with_its_protocols_and_programs() -> None:
@@ -78,28 +78,25 @@ def test_mpi_prefix_and_program_names(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ORCH_MPI_COMMAND", raising=False)
     assert mpi_prefix(1) == []
     assert mpi_prefix(3, as_root=False) == ["mpirun", "-np", "3", "--oversubscribe"]  # the default
-    monkeypatch.setenv("ORCH_MPI_COMMAND", "srun --mpi=pmix -n {ranks}")  # a host's own launcher
-    assert mpi_prefix(3, as_root=True) == ["srun", "--mpi=pmix", "-n", "3"]
-    assert mpi_prefix(3, "mpiexec -n {ranks}", as_root=False) == ["mpiexec", "-n", "3"]  # the param wins
-    monkeypatch.setenv("ORCH_MPI_COMMAND", "srun")
-    with pytest.raises(RelionInputError, match="ORCH_MPI_COMMAND"):
+    # a host's own launcher, from its hosts file: {ranks} where the count goes, else -np N after the launcher
+    assert mpi_prefix(3, ["srun", "--mpi=pmix", "-n", "{ranks}"], as_root=True) == ["srun", "--mpi=pmix", "-n", "3"]
+    assert mpi_prefix(2, ["mpiexec", "--bind-to", "core"], as_root=False) == ["mpiexec", "-np", "2", "--bind-to",
+                                                                             "core"]
+    assert mpi_prefix(4, ["srun", "-n", "{ranks}"], as_root=True) == ["srun", "-n", "4"]  # not Open MPI: no flag
+    with pytest.raises(RelionInputError, match="the host's mpirun program is empty"):
+        mpi_prefix(3, [])
+    monkeypatch.setenv("ORCH_MPI_COMMAND", "srun -n {ranks}")  # the old place: refused, not ignored
+    with pytest.raises(RelionInputError, match=r"\$ORCH_MPI_COMMAND is no longer read: .*\[hosts.NAME.programs\]"):
         mpi_prefix(3)
-    assert mpi_prefix(3, "mpirun -np {ranks} --oversubscribe", as_root=False) == [
-        "mpirun",
-        "-np",
-        "3",
-        "--oversubscribe",
-    ]
-    assert mpi_prefix(4, "srun -n {ranks}", as_root=True) == ["srun", "-n", "4"]  # not Open MPI: no flag
+    monkeypatch.delenv("ORCH_MPI_COMMAND")
     command = program_command("relion_refine", ["--i", "a.star"], mpi_ranks=1, extra_args="--maxsig 5")
     assert command == ["relion_refine", "--i", "a.star", "--maxsig", "5"]
-    assert program_command("relion_refine", [], mpi_ranks=3, mpi_command="srun -n {ranks}") == [
+    assert program_command("relion_refine", [], mpi_ranks=3, launcher=["srun", "-n", "{ranks}"]) == [
         "srun",
         "-n",
         "3",
         "relion_refine_mpi",
     ]
-    assert check_mpi_command("mpirun -np 4") is not None
     with pytest.raises(RelionInputError, match="extra_args"):
         program_command("relion_refine", [], extra_args="--o 'unclosed")
 
@@ -109,8 +106,14 @@ def test_form_checks() -> None:
         AutoRefine.validate({"particles": "extract.particles", "reference_file": __file__, "mpi": 2})
     with pytest.raises(ParamValidationError, match="exactly one"):
         AutoRefine.validate({"particles": "extract.particles"})
-    with pytest.raises(ParamValidationError, match="ranks"):
+    with pytest.raises(ParamValidationError, match=r"param 'mpi_command': moved to the hosts file; .*"
+                                                   r"\[hosts.NAME.programs\] mpirun = "):
         Class2D.validate({"particles": "extract.particles", "mpi_command": "mpirun -np 4"})
+    with pytest.raises(ParamValidationError, match="param 'mpi_command': moved to the hosts file"):
+        Reconstruct.validate({"particles": "extract.particles", "mpi_command": "/tmp/evil {ranks}"})
+    assert "mpi_command" not in Class2D.validate({"particles": "extract.particles", "mpi_command": ""})  # old runs
+    with pytest.raises(ParamValidationError, match="param 'mpi_command': no such param"):
+        Postprocess.validate({"volume": "refine.volume", "mpi_command": "x"})  # it never had one
     params = Class2D.validate({"particles": "extract.particles", "classes": 5, "mpi": 2, "threads": 2})
     assert isinstance(params["particles"], Pointer)
 
@@ -131,6 +134,36 @@ def test_autorefine_steps_carry_the_reservation(tmp_path: Path) -> None:
     assert refine.args["mpi"] == 3 and refine.args["threads"] == 2
     assert "--auto_refine" in refine.args["args"] and "--split_random_halves" in refine.args["args"]
     assert graph["export"].args == {"set_id": 12, "producer_dir": str(tmp_path / "extract")}
+
+
+def test_mpi_steps_start_with_the_hosts_launcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launcher comes from the step's context (the host's programs), never from the run's args."""
+    import relion_plugin.steps_maps as steps_maps
+
+    started: list[list[str]] = []
+
+    class Started(Exception):
+        pass
+
+    def fake_run(argv: list[str], **kwargs: object) -> str:
+        started.append(list(argv))
+        raise Started
+
+    monkeypatch.setattr(steps_maps, "run_program", fake_run)
+    monkeypatch.delenv("ORCH_MPI_COMMAND", raising=False)
+    ctx = StepContext(project_dir=tmp_path, run_id=1, run_dir=tmp_path, step_name="full", log_path=tmp_path / "log",
+                      programs={"mpirun": ["srun", "--mpi=pmix", "-n", "{ranks}"]})
+    args = {"star": "in.star", "out": "full/map.mrc", "subset": 0, "ctf": True, "symmetry": "C1", "mpi": 2}
+    with pytest.raises(Started):
+        steps_maps.reconstruct_step(ctx, **args)
+    assert started[-1][:5] == ["srun", "--mpi=pmix", "-n", "2", "relion_reconstruct_mpi"]
+    ctx.programs = {}  # a host that configures none: the default
+    with pytest.raises(Started):
+        steps_maps.reconstruct_step(ctx, **args)
+    default = started[-1][: started[-1].index("relion_reconstruct_mpi")]
+    assert default[0] == "mpirun" and default[default.index("-np") + 1] == "2" and "--oversubscribe" in default
+    with pytest.raises(TypeError, match="mpi_command"):
+        steps_maps.reconstruct_step(ctx, **args, mpi_command="/tmp/evil {ranks}")  # no such argument any more
 
 
 def test_image_paths_resolve_and_become_portable(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ Installed with ``pip install -e tests/plugin_testkit``; registers the plugin ``t
 """
 
 from orch_testkit.protocols import PROTOCOLS
+from orch_testkit.trust import TRUST_PROTOCOLS
 from orchestrator.plugins import Plugin
 
 __version__ = "0.1.0"
@@ -12,6 +13,7 @@ __version__ = "0.1.0"
 plugin = Plugin(
     name="testkit",
     version=__version__,
-    protocols=list(PROTOCOLS),
-    description="Test and benchmark protocols: noop, sleep, fail, produce, fanout, chain, hold.",
+    protocols=[*PROTOCOLS, *TRUST_PROTOCOLS],
+    description=("Test and benchmark protocols: noop, sleep, fail, produce, fanout, chain, hold, particles, "
+                 "select; ledger, spawn, partial, badoutputs."),
 )

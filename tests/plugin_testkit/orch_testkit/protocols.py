@@ -9,6 +9,8 @@ from orch_testkit.steps import (
     hold_step,
     noop_step,
     part_step,
+    particles_step,
+    select_step,
     sleep_step,
     write_files_step,
 )
@@ -18,6 +20,7 @@ from orchestrator.protocol import (
     IntParam,
     PointerParam,
     Protocol,
+    ProtocolError,
     ResolvedParams,
     Resources,
     StepGraph,
@@ -146,4 +149,43 @@ class Hold(Protocol):
         return graph
 
 
-PROTOCOLS: tuple[type[Protocol], ...] = (Noop, Sleep, Fail, Produce, Fanout, Chain, Hold)
+class Particles(Protocol):
+    """Register a synthetic particle set (no images): a source for the set protocols."""
+
+    name = "testkit.particles"
+    label = "Make a particle set"
+    params = [
+        IntParam("count", default=100, min=0, help="Number of particles."),
+        IntParam("classes", default=3, min=1, help="Particles are dealt into this many classes."),
+        IntParam("seed", default=0, help="Seed of the defocus values."),
+    ]
+    outputs = {"particles": "SetOfParticles"}
+
+    def steps(self, p: ResolvedParams) -> StepGraph:
+        graph = StepGraph()
+        graph.add("particles", particles_step, {"count": p.count, "classes": p.classes, "seed": p.seed})
+        return graph
+
+
+class Select(Protocol):
+    """Select the particles of one class of another run's set into a new set (read a set, register one)."""
+
+    name = "testkit.select"
+    label = "Select a class"
+    params = [
+        PointerParam("particles", type_name="SetOfParticles", help="A particle set, e.g. particles.particles."),
+        IntParam("class_id", default=1, min=1, help="The class to keep."),
+    ]
+    outputs = {"selected": "SetOfParticles", "classes": "SetOfClasses2D"}
+
+    def steps(self, p: ResolvedParams) -> StepGraph:
+        value = p.input("particles").value
+        set_id = value.get("set_id") if isinstance(value, dict) else None
+        if not isinstance(set_id, int):
+            raise ProtocolError(f"input 'particles' ({p.input('particles')}) carries no set id")
+        graph = StepGraph()
+        graph.add("select", select_step, {"particles_set": set_id, "class_id": p.class_id})
+        return graph
+
+
+PROTOCOLS: tuple[type[Protocol], ...] = (Noop, Sleep, Fail, Produce, Fanout, Chain, Hold, Particles, Select)

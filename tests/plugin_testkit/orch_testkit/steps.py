@@ -2,7 +2,9 @@
 
 Each does the least that lets a test observe the scheduler: sleeping, failing a given
 number of times, writing files of a given size, summing its dependencies' results,
-holding on while writing its pid so a test can kill it.
+holding on while writing its pid so a test can kill it, making a particle set and selecting
+from one. Like every plugin step, they use only the StepContext and the public modules
+(``orchestrator.protocol``, ``orchestrator.objects``, ``orchestrator.em``), never the store.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import random
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from orchestrator.protocol import StepContext, output_result
 
@@ -107,6 +111,39 @@ def hold_step(ctx: StepContext, seconds: float, pid_file: str) -> dict[str, Any]
     while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(left, 0.5))
     return {"pid": os.getpid(), "held_s": seconds}
+
+
+def particles_step(ctx: StepContext, count: int, classes: int, seed: int) -> dict[str, Any]:
+    """Register ``count`` particles: micrograph ``i // 10 + 1``, class ``i % classes + 1``, seeded defocus."""
+    rng = np.random.default_rng(seed)
+    index = np.arange(count)
+    columns = {
+        "id": index + 1,
+        "micrograph_id": index // 10 + 1,
+        "micrograph_name": np.array([f"mic_{i // 10 + 1:04d}.mrc" for i in index], dtype=object),
+        "class_id": index % classes + 1,
+        "defocus_u": rng.uniform(10000.0, 30000.0, count),
+    }
+    acquisition = {"voltage_kv": 300.0, "cs_mm": 2.7, "amplitude_contrast": 0.1, "pixel_size_a": 1.2}
+    particles = ctx.register_set("particles", "Particle", columns, {"acquisition": acquisition, "seed": seed})
+    return {"outputs": {"particles": output_result(None, {"set_id": particles, "size": count})}}
+
+
+def select_step(ctx: StepContext, particles_set: int, class_id: int) -> dict[str, Any]:
+    """Read a particle set and register the particles of one class as a new set (ids kept).
+
+    Also registers a one-row class set that the selection's properties name: a set's
+    properties may hold the placeholder of a set the same step registered before it.
+    """
+    source = ctx.open_set(particles_set)
+    chosen = source.to_numpy(class_id=class_id)
+    n = len(chosen["id"])
+    classes = ctx.register_set("classes", "ClassAverage", {"id": [class_id], "size": [n]})
+    selected = ctx.register_set("selected", "Particle", chosen,
+                                {**source.properties, "selected_from": particles_set, "classes_set_id": classes})
+    ctx.log(f"{n} of {source.size} particles of set {source.name!r} are in class {class_id}")
+    return {"selected": n, "outputs": {"selected": output_result(None, {"set_id": selected, "size": n}),
+                                       "classes": output_result(None, {"set_id": classes, "size": 1})}}
 
 
 def _write_pseudo_random(path: Path, size: int, seed: str) -> None:

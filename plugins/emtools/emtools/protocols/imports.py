@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from emtools.steps.imports import import_micrographs_step, import_movies_step, import_particles_step
 from orchestrator.protocol import FloatParam, Param, Protocol, ResolvedParams, StepGraph, StrParam
+
+# Step modules (numpy, scipy, the EM formats) are imported by the methods that plan steps,
+# not when the plugin is discovered: `orch plugins` and `orch run` read the declarations only.
 
 
 def acquisition_params(with_dose: bool) -> list[Param]:
@@ -43,6 +45,8 @@ class ImportMovies(Protocol):
     outputs = {"movies": "SetOfMovies"}
 
     def steps(self, p: ResolvedParams) -> StepGraph:
+        from emtools.steps.imports import import_movies_step
+
         graph = StepGraph()
         graph.add("import", import_movies_step, {"pattern": p.files, "acq": _acquisition(p, True)})
         return graph
@@ -63,6 +67,8 @@ class ImportMicrographs(Protocol):
         return [] if p.files or p.ctf_star else ["param 'files': give a glob pattern, or a STAR file as ctf_star"]
 
     def steps(self, p: ResolvedParams) -> StepGraph:
+        from emtools.steps.imports import import_micrographs_step
+
         graph = StepGraph()
         graph.add("import", import_micrographs_step,
                   {"pattern": p.files, "ctf_star": p.ctf_star or None, "acq": _acquisition(p, False)})
@@ -85,6 +91,8 @@ class ImportParticles(Protocol):
     outputs = {"particles": "SetOfParticles"}
 
     def steps(self, p: ResolvedParams) -> StepGraph:
+        from emtools.steps.imports import import_particles_step
+
         graph = StepGraph()
         graph.add("import", import_particles_step, {"star_file": p.star_file, "images_dir": p.images_dir or None,
                                                     "pixel_size_a": p.pixel_size})

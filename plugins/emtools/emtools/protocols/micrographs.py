@@ -17,19 +17,6 @@ from emtools.protocols.citations import (
     VOSS_2009,
     ZHENG_2017,
 )
-from emtools.steps.common import batch_file, batches, set_id_of, size_of
-from emtools.steps.micrographs import (
-    ctffind_batch_step,
-    ctffind_register_step,
-    motioncorr_batch_step,
-    motioncorr_register_step,
-)
-from emtools.steps.particles_from_micrographs import (
-    extract_batch_step,
-    extract_register_step,
-    pick_batch_step,
-    pick_register_step,
-)
 from orchestrator.protocol import (
     BoolParam,
     EnumParam,
@@ -41,12 +28,17 @@ from orchestrator.protocol import (
     StepGraph,
 )
 
+# Step modules (numpy, scipy, the EM formats) are imported by the methods that plan steps,
+# not when the plugin is discovered: `orch plugins` and `orch run` read the declarations only.
+
 _BATCH_HELP = "Micrographs per step: smaller batches spread better over workers, larger ones cost less overhead."
 
 
 def _fan_out(graph: StepGraph, name: str, func: Callable[..., Any], n_items: int, batch_size: int,
              args: dict[str, Any]) -> list[str]:
     """One step per batch of ``n_items``; returns the batch result files, in order."""
+    from emtools.steps.common import batch_file, batches
+
     files = []
     for index, (start, stop) in enumerate(batches(n_items, batch_size)):
         files.append(batch_file(name, index))
@@ -74,6 +66,9 @@ class MotionCorr(Protocol):
     outputs = {"micrographs": "SetOfMicrographs"}
 
     def steps(self, p: ResolvedParams) -> StepGraph:
+        from emtools.steps.common import set_id_of, size_of
+        from emtools.steps.micrographs import motioncorr_batch_step, motioncorr_register_step
+
         movies = p.input("movies")
         graph = StepGraph()
         settings = {"dose_weighting": p.dose_weighting, "bfactor_a2": p.bfactor, "max_shift_px": p.max_shift_px,
@@ -115,6 +110,9 @@ class CtfFind(Protocol):
         return problems
 
     def steps(self, p: ResolvedParams) -> StepGraph:
+        from emtools.steps.common import set_id_of, size_of
+        from emtools.steps.micrographs import ctffind_batch_step, ctffind_register_step
+
         mics = p.input("micrographs")
         graph = StepGraph()
         settings = {"tile_size": p.tile_size, "min_resolution_a": p.min_resolution,
@@ -152,6 +150,9 @@ class Pick(Protocol):
     outputs = {"coordinates": "SetOfCoordinates"}
 
     def steps(self, p: ResolvedParams) -> StepGraph:
+        from emtools.steps.common import set_id_of, size_of
+        from emtools.steps.particles_from_micrographs import pick_batch_step, pick_register_step
+
         mics = p.input("micrographs")
         settings = {"method": p.method, "particle_diameter_a": p.particle_diameter,
                     "templates_set": set_id_of(p.input("templates")) if p.method == "template" else None,
@@ -197,6 +198,9 @@ class Extract(Protocol):
         return []
 
     def steps(self, p: ResolvedParams) -> StepGraph:
+        from emtools.steps.common import set_id_of, size_of
+        from emtools.steps.particles_from_micrographs import extract_batch_step, extract_register_step
+
         coords = p.input("coordinates")
         value = coords.value if isinstance(coords.value, dict) else {}
         if p.is_active("micrographs") and p.micrographs is not None:

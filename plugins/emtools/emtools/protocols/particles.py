@@ -14,18 +14,6 @@ from emtools.protocols.citations import (
     SORZANO_2010,
     VAN_HEEL_SCHATZ_2005,
 )
-from emtools.steps.classify import CLASSES, classify2d_step
-from emtools.steps.common import batches, set_id_of, size_of
-from emtools.steps.maps import (
-    FSC_FILE,
-    HALVES,
-    MAP,
-    fsc_step,
-    reconstruct_batch_step,
-    reconstruct_combine_step,
-    refine3d_step,
-    volume_files,
-)
 from orchestrator.protocol import (
     BoolParam,
     FloatParam,
@@ -38,6 +26,9 @@ from orchestrator.protocol import (
     Resources,
     StepGraph,
 )
+
+# Step modules (numpy, scipy, the EM formats) are imported by the methods that plan steps,
+# not when the plugin is discovered: `orch plugins` and `orch run` read the declarations only.
 
 _GPU_HELP = ("Ask the scheduler for a GPU and run the heavy kernels on it with CuPy (falls back to "
              "NumPy, with a note in the log, where CuPy cannot use the GPU).")
@@ -75,6 +66,9 @@ class Classify2D(Protocol):
     outputs = {"classes": "SetOfClasses2D", "particles": "SetOfParticles"}
 
     def steps(self, p: ResolvedParams) -> StepGraph:
+        from emtools.steps.classify import CLASSES, classify2d_step
+        from emtools.steps.common import set_id_of, size_of
+
         particles = p.input("particles")
         settings = {"n_classes": p.n_classes, "iterations": p.iterations, "angle_step_deg": p.angle_step,
                     "max_shift_a": p.max_shift, "mask_diameter_a": p.mask_diameter, "seed": p.seed,
@@ -112,6 +106,9 @@ class Reconstruct(Protocol):
     outputs = {"volume": "Volume", "fsc": "FSC"}
 
     def steps(self, p: ResolvedParams) -> StepGraph:
+        from emtools.steps.common import batches, set_id_of, size_of
+        from emtools.steps.maps import FSC_FILE, HALVES, MAP, reconstruct_batch_step, reconstruct_combine_step
+
         particles = p.input("particles")
         value = particles.value if isinstance(particles.value, Mapping) else {}
         box, pixel = _box(value, 0), float(value.get("pixel_size_a") or 0.0)
@@ -163,6 +160,9 @@ class Refine3D(Protocol):
     outputs = {"volume": "Volume", "particles": "SetOfParticles", "fsc": "FSC"}
 
     def steps(self, p: ResolvedParams) -> StepGraph:
+        from emtools.steps.common import set_id_of, size_of
+        from emtools.steps.maps import FSC_FILE, HALVES, MAP, refine3d_step, volume_files
+
         particles, model = p.input("particles"), p.input("initial_model")
         model_path, _ = volume_files(model.run_dir, model.path, model.value)
         settings = {"initial_lowpass_a": p.initial_lowpass, "global_step_deg": p.global_step,
@@ -206,6 +206,8 @@ class Fsc(Protocol):
     outputs = {"fsc": "FSC"}
 
     def steps(self, p: ResolvedParams) -> StepGraph:
+        from emtools.steps.maps import FSC_FILE, fsc_step, volume_files
+
         volume = p.input("volume")
         path, halves = volume_files(volume.run_dir, volume.path, volume.value)
         reference = None

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from emtools.protocols.citations import GRANT_GRIGORIEFF_2015, VULOVIC_2013
-from emtools.steps.common import batch_file, batches
-from emtools.steps.simulate import VOLUME, micrograph_side, movies_step, phantom_step, register_step
 from orchestrator.protocol import (
     FloatParam,
     IntParam,
@@ -16,6 +14,9 @@ from orchestrator.protocol import (
     Resources,
     StepGraph,
 )
+
+# Step modules (numpy, scipy, the EM formats) are imported by the methods that plan steps,
+# not when the plugin is discovered: `orch plugins` and `orch run` read the declarations only.
 
 
 class Simulate(Protocol):
@@ -61,6 +62,9 @@ class Simulate(Protocol):
         return []
 
     def steps(self, p: ResolvedParams) -> StepGraph:
+        from emtools.steps.common import batch_file, batches
+        from emtools.steps.simulate import VOLUME, micrograph_side, movies_step, phantom_step, register_step
+
         graph = StepGraph()
         phantom = graph.add("phantom", phantom_step, {"box": p.box, "pixel_size_a": p.pixel_size, "seed": p.seed},
                             outputs=[VOLUME])

@@ -1,10 +1,12 @@
-"""What the emtools step functions share: store access, batches, files, acquisition.
+"""What the emtools step functions share: batches, files, acquisition.
 
 Conventions every emtools protocol follows:
 
-* a set output's value is ``{"set_id": N, "size": n, ...}``: the scheduler registers the
-  set id, and a consumer's ``steps()`` reads ``size`` to decide its batches without
-  opening the store;
+* steps read sets with ``ctx.open_set(id)`` and register them with ``ctx.register_set``,
+  never through the store (see :class:`orchestrator.protocol.StepContext`);
+* a set output's value is ``{"set_id": N, "size": n, ...}``, ``N`` being the placeholder
+  ``ctx.register_set`` returned (the set's id once the step's end is recorded); a
+  consumer's ``steps()`` reads ``size`` to decide its batches without opening the store;
 * file paths stored in set rows are relative to the project folder when they lie inside
   it (``runs/motioncorr/micrographs/mic_0001.mrc``), absolute otherwise (imported data),
   so a project folder can be moved; :func:`resolve` turns them back into paths;
@@ -17,20 +19,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
 
 from emtools.kernels.ctf import CtfParams
-from orchestrator.protocol import OutputRef, StepContext
-from orchestrator.store import ProjectStore
-from orchestrator.store.engine import make_engine
-from orchestrator.store.project_store import normalise_url
-from orchestrator.store.schema import Run
+from orchestrator.protocol import OutputRef, SetReader, StepContext
 
 # Acquisition keys, as orchestrator.objects.em.Acquisition names them.
 ACQUISITION_KEYS = ("voltage_kv", "cs_mm", "amplitude_contrast", "pixel_size_a", "dose_per_frame", "magnification")
@@ -38,38 +34,6 @@ ACQUISITION_KEYS = ("voltage_kv", "cs_mm", "amplitude_contrast", "pixel_size_a",
 
 class EmtoolsStepError(RuntimeError):
     """A step cannot go on with the data it was given; the message says which data and why."""
-
-
-@contextmanager
-def open_store(ctx: StepContext) -> Iterator[ProjectStore]:
-    """The project store of the run this step belongs to, opened without touching its file.
-
-    ``ProjectStore.open`` first reads the SQLite file's header with a plain ``open()`` and
-    ``close()``. In a worker process that already holds a connection to the store (the
-    worker's step writer), that ``close()`` drops every POSIX lock the process holds on
-    the file, its WAL-mode SHARED lock included (seen in ``/proc/locks``); another process
-    that then closes its last connection believes it is alone, checkpoints and deletes the
-    WAL under the worker's feet, and the worker's next query fails with "disk I/O error"
-    (seen in the demo, once per few runs). So the store is opened here through SQLite
-    alone: the scheduler has checked and upgraded it already, and the run's row names the
-    project.
-    """
-    url = normalise_url(ctx.store_url)
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            project_id = conn.execute(select(Run.project_id).where(Run.id == ctx.run_id)).scalar()
-    except BaseException:
-        engine.dispose()
-        raise
-    if project_id is None:
-        engine.dispose()
-        raise EmtoolsStepError(f"run {ctx.run_id} is not in the store {url.split('@')[-1]}")
-    store = ProjectStore(url, engine, int(project_id))
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def batches(n_items: int, batch_size: int) -> list[tuple[int, int]]:
@@ -140,12 +104,11 @@ def acquisition(voltage_kv: float, cs_mm: float, amplitude_contrast: float, pixe
             else float(dose_per_frame), "magnification": None}
 
 
-def set_acquisition(store: ProjectStore, set_id: int) -> dict[str, Any]:
-    """The acquisition of a stored set; an error naming the set when it has none."""
-    item_set = store.get_set(set_id)
+def set_acquisition(item_set: SetReader) -> dict[str, Any]:
+    """The acquisition record of a set; an error naming the set when it has none."""
     acq = item_set.properties.get("acquisition")
     if not acq:
-        raise EmtoolsStepError(f"set {item_set.name!r} (id {set_id}) has no acquisition properties "
+        raise EmtoolsStepError(f"set {item_set.name!r} (id {item_set.id}) has no acquisition properties "
                                "(voltage, Cs, amplitude contrast, pixel size)")
     return dict(acq)
 
@@ -154,16 +117,6 @@ def optics_of(acq: Mapping[str, Any], pixel_size_a: float | None = None) -> CtfP
     """Microscope optics of an acquisition record, defocus zero (set per micrograph/particle)."""
     return CtfParams(float(acq["voltage_kv"]), float(acq["cs_mm"]), float(acq["amplitude_contrast"]),
                      float(pixel_size_a or acq["pixel_size_a"]), 0.0, 0.0, 0.0)
-
-
-def register_set(store: ProjectStore, ctx: StepContext, name: str, item_type: str,
-                 columns: Mapping[str, np.ndarray], properties: Mapping[str, Any]) -> int:
-    """Create, fill and close one output set of this run; returns its id."""
-    item_set = store.create_set(name, item_type, run_id=ctx.run_id, properties=dict(properties))
-    if columns and len(next(iter(columns.values()))):
-        item_set.append_columns(dict(columns))
-    item_set.close()
-    return item_set.id
 
 
 def concat_columns(parts: Sequence[Mapping[str, Sequence[Any]]]) -> dict[str, np.ndarray]:

@@ -14,13 +14,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from emtools.steps.common import read_json
 from emtools.steps.simulate import TRUTH_MOVIES, TRUTH_STAR
 from orchestrator.em.star import read_star
-from orchestrator.store import ProjectStore
+from orchestrator.protocol import SetReader
+
+
+class SetLookup(Protocol):
+    """Whatever gives sets by id: a project store (``ProjectStore``) in the demo and the tests."""
+
+    def get_set(self, set_id: int) -> SetReader: ...
 
 
 @dataclass
@@ -45,7 +52,7 @@ def _stem(path: str) -> str:
     return Path(path).stem
 
 
-def drift_errors(simulate_dir: Path, motioncorr_dir: Path, store: ProjectStore, micrographs_set: int) -> list[float]:
+def drift_errors(simulate_dir: Path, motioncorr_dir: Path, store: SetLookup, micrographs_set: int) -> list[float]:
     """RMS drift error (px) per movie, in the motion-corrected set's order."""
     truth = {m["name"]: np.asarray(m["shifts"]) for m in read_json(Path(simulate_dir) / TRUTH_MOVIES)}
     shifts = read_json(Path(motioncorr_dir) / "shifts.json")
@@ -58,7 +65,7 @@ def drift_errors(simulate_dir: Path, motioncorr_dir: Path, store: ProjectStore, 
     return errors
 
 
-def defocus_errors(simulate_dir: Path, store: ProjectStore, micrographs_set: int) -> list[float]:
+def defocus_errors(simulate_dir: Path, store: SetLookup, micrographs_set: int) -> list[float]:
     """Estimated minus true mean defocus (Å) per micrograph."""
     truth = {m["name"]: 0.5 * (m["defocus_u"] + m["defocus_v"]) for m in read_json(Path(simulate_dir) / TRUTH_MOVIES)}
     rows = store.get_set(micrographs_set).to_numpy(["path", "defocus_u", "defocus_v"])
@@ -66,7 +73,7 @@ def defocus_errors(simulate_dir: Path, store: ProjectStore, micrographs_set: int
             for p, u, v in zip(rows["path"], rows["defocus_u"], rows["defocus_v"], strict=True)]
 
 
-def pick_scores(simulate_dir: Path, store: ProjectStore, coordinates_set: int, micrographs_set: int,
+def pick_scores(simulate_dir: Path, store: SetLookup, coordinates_set: int, micrographs_set: int,
                 tolerance_px: float) -> tuple[float, float]:
     """(recall, precision) of the picks against the true positions in the aligned sums."""
     star = read_star(Path(simulate_dir) / TRUTH_STAR)
@@ -90,7 +97,7 @@ def pick_scores(simulate_dir: Path, store: ProjectStore, coordinates_set: int, m
     return matched / max(len(true_xy), 1), matched / max(len(picks["x"]), 1)
 
 
-def compare(store: ProjectStore, simulate_dir: Path, motioncorr_dir: Path, micrographs_set: int,
+def compare(store: SetLookup, simulate_dir: Path, motioncorr_dir: Path, micrographs_set: int,
             ctf_set: int, coordinates_set: int, tolerance_px: float = 4.0) -> TruthComparison:
     """All three comparisons for one pipeline (see the module docstring)."""
     recall, precision = pick_scores(simulate_dir, store, coordinates_set, ctf_set, tolerance_px)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from emtools.steps.common import EmtoolsStepError, acquisition, open_store, register_set
+from emtools.steps.common import EmtoolsStepError, acquisition
 from orchestrator.em import mrc
 from orchestrator.em.relion import star_to_particles
 from orchestrator.em.star import read_star
@@ -49,8 +49,7 @@ def import_movies_step(ctx: StepContext, pattern: str, acq: dict[str, Any]) -> d
                "n_frames": np.array([info.n_images for info in infos], dtype=np.int32)}
     record = acquisition(acq["voltage_kv"], acq["cs_mm"], acq["amplitude_contrast"], pixel,
                          acq["dose_per_frame"] or None)
-    with open_store(ctx) as store:
-        set_id = register_set(store, ctx, "movies", "Movie", columns, {"acquisition": record})
+    set_id = ctx.register_set("movies", "Movie", columns, {"acquisition": record})
     ctx.log(f"{len(files)} movies of {min(frames)}-{max(frames)} frames, {pixel:.3f} Å/px")
     return {"outputs": {"movies": output_result(None, {"set_id": set_id, "size": len(files)})}}
 
@@ -84,8 +83,7 @@ def import_micrographs_step(ctx: StepContext, pattern: str, ctf_star: str | None
     pixel = _pixel_size(acq["pixel_size_a"], infos[0])
     columns["path"] = np.array([str(Path(p).resolve()) for p in files], dtype=object)
     record = acquisition(acq["voltage_kv"], acq["cs_mm"], acq["amplitude_contrast"], pixel)
-    with open_store(ctx) as store:
-        set_id = register_set(store, ctx, "micrographs", "Micrograph", columns, {"acquisition": record})
+    set_id = ctx.register_set("micrographs", "Micrograph", columns, {"acquisition": record})
     return {"outputs": {"micrographs": output_result(None, {"set_id": set_id, "size": len(files)})}}
 
 
@@ -121,8 +119,7 @@ def import_particles_step(ctx: StepContext, star_file: str, images_dir: str | No
                               "amplitude_contrast": o.amplitude_contrast, "pixel_size_a": o.pixel_size_a,
                               "image_size": o.image_size} for o in optics],
                   "source": str(star_path)}
-    with open_store(ctx) as store:
-        set_id = register_set(store, ctx, "particles", "Particle", columns, properties)
+    set_id = ctx.register_set("particles", "Particle", columns, properties)
     n = len(columns["id"])
     ctx.log(f"{n} particles from {star_path.name} in {len(resolved)} stack(s), {len(optics)} optics group(s)")
     return {"outputs": {"particles": output_result(None, {"set_id": set_id, "size": n, "box_size": int(box),

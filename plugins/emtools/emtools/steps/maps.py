@@ -22,8 +22,6 @@ from emtools.kernels.refinement import IterationRecord, RefinementSettings, refi
 from emtools.steps.common import (
     EmtoolsStepError,
     finite_or_none,
-    open_store,
-    register_set,
     write_json,
 )
 from emtools.steps.particle_io import gpu_module, load_particles, particle_columns_for_set
@@ -60,9 +58,8 @@ def _write_maps(ctx: StepContext, full: np.ndarray, halves: tuple[np.ndarray, np
 def refine3d_step(ctx: StepContext, particles_set: int, initial_model: str, settings: dict[str, Any]) -> dict[str, Any]:
     """Gold-standard projection-matching refinement (``refinement.refine_3d``)."""
     xp = gpu_module(ctx, settings["use_gpu"])
-    with open_store(ctx) as store:
-        source = store.get_set(particles_set)
-        images, columns, optics = load_particles(ctx, store, particles_set)
+    source = ctx.open_set(particles_set)
+    images, columns, optics = load_particles(ctx, source)
     n, pixel = images.shape[-1], optics.pixel_size_a
     model = _read_model(initial_model, n, pixel)
     refine = RefinementSettings(
@@ -85,9 +82,8 @@ def refine3d_step(ctx: StepContext, particles_set: int, initial_model: str, sett
     write_json(ctx.path(FSC_FILE), {"half_maps": _curve_json(result.fsc)})
     updates = {**{name: result.poses[name] for name in ("rot", "tilt", "psi", "shift_x", "shift_y")},
                "subset": result.half + 1}
-    with open_store(ctx) as store:
-        particles_id = register_set(store, ctx, "particles", "Particle", particle_columns_for_set(columns, updates),
-                                    {**source.properties, "refined_map": MAP})
+    particles = ctx.register_set("particles", "Particle", particle_columns_for_set(columns, updates),
+                                 {**source.properties, "refined_map": MAP})
     resolution = finite_or_none(result.resolution_a)
     history = [{"iteration": r.iteration + 1, "search": r.search, "step_deg": r.angular_step_deg,
                 "resolution_a": finite_or_none(r.resolution_a), "seconds": r.seconds} for r in result.history]
@@ -96,7 +92,7 @@ def refine3d_step(ctx: StepContext, particles_set: int, initial_model: str, sett
     fsc_value = {"resolution_0143": resolution, "source": "half maps", "history": history}
     return {"resolution_a": resolution,
             "outputs": {"volume": output_result(MAP, volume_value),
-                        "particles": output_result(None, {"set_id": particles_id, "size": int(len(images))}),
+                        "particles": output_result(None, {"set_id": particles, "size": int(len(images))}),
                         "fsc": output_result(FSC_FILE, fsc_value)}}
 
 
@@ -119,8 +115,7 @@ def reconstruct_batch_step(ctx: StepContext, batch: int, particles_set: int, sta
                            settings: dict[str, Any]) -> dict[str, Any]:
     """Insert particles ``start .. stop-1`` into one Fourier accumulator per half set."""
     xp = gpu_module(ctx, settings["use_gpu"])
-    with open_store(ctx) as store:
-        images, columns, optics = load_particles(ctx, store, particles_set, start, stop)
+    images, columns, optics = load_particles(ctx, ctx.open_set(particles_set), start, stop)
     has_ctf = bool(np.any(columns["defocus_u"] > 0))
     origins = np.stack([columns["shift_x"], columns["shift_y"]], axis=1)
     ft, ctfs = prepare_particles(images, origins, optics if has_ctf else None, columns["defocus_u"],

@@ -19,10 +19,8 @@ from emtools.steps.common import (
     batch_file,
     finite_or_none,
     gather_batches,
-    open_store,
     optics_of,
     project_path,
-    register_set,
     resolve,
     set_acquisition,
     write_json,
@@ -34,9 +32,9 @@ from orchestrator.protocol import StepContext, output_result
 def motioncorr_batch_step(ctx: StepContext, batch: int, movies_set: int, start: int, stop: int,
                           settings: dict[str, Any]) -> dict[str, Any]:
     """Align and dose-weight movies ``start .. stop-1`` (row order) of the movie set."""
-    with open_store(ctx) as store:
-        acq = set_acquisition(store, movies_set)
-        rows = store.get_set(movies_set).to_numpy(["id", "path", "optics_group"])
+    movies = ctx.open_set(movies_set)
+    acq = set_acquisition(movies)
+    rows = movies.to_numpy(["id", "path", "optics_group"])
     pixel = float(acq["pixel_size_a"])
     dose = acq.get("dose_per_frame") if settings["dose_weighting"] else None
     if settings["dose_weighting"] and not dose:
@@ -71,9 +69,8 @@ def motioncorr_register_step(ctx: StepContext, files: list[str], movies_set: int
                "movie_id": np.array([r["id"] for r in records], dtype=np.int64),
                "optics_group": np.array([r["optics_group"] for r in records], dtype=np.int16)}
     write_json(ctx.path("shifts.json"), {str(r["id"]): r["shifts"] for r in records})
-    with open_store(ctx) as store:
-        acq = set_acquisition(store, movies_set)
-        set_id = register_set(store, ctx, "micrographs", "Micrograph", columns,
+    acq = set_acquisition(ctx.open_set(movies_set))
+    set_id = ctx.register_set("micrographs", "Micrograph", columns,
                               {"acquisition": acq, "shifts": "shifts.json", "dose_weighted": True})
     drifts = [r["drift_px"] for r in records]
     value = {"set_id": set_id, "size": len(records), "mean_drift_px": float(np.mean(drifts)) if drifts else 0.0,
@@ -84,9 +81,9 @@ def motioncorr_register_step(ctx: StepContext, files: list[str], movies_set: int
 def ctffind_batch_step(ctx: StepContext, batch: int, micrographs_set: int, start: int, stop: int,
                        settings: dict[str, Any]) -> dict[str, Any]:
     """Fit the CTF of micrographs ``start .. stop-1`` (row order) of the set."""
-    with open_store(ctx) as store:
-        optics = optics_of(set_acquisition(store, micrographs_set))
-        rows = store.get_set(micrographs_set).to_numpy(["id", "path"])
+    micrographs = ctx.open_set(micrographs_set)
+    optics = optics_of(set_acquisition(micrographs))
+    rows = micrographs.to_numpy(["id", "path"])
     records = []
     for i in range(start, min(stop, len(rows["id"]))):
         path = resolve(ctx, str(rows["path"][i]))
@@ -109,19 +106,17 @@ def ctffind_batch_step(ctx: StepContext, batch: int, micrographs_set: int, start
 def ctffind_register_step(ctx: StepContext, files: list[str], micrographs_set: int) -> dict[str, Any]:
     """A new SetOfMicrographs: the input's rows with their CTF."""
     fits = {r["id"]: r for part in gather_batches(ctx, files) for r in part}
-    with open_store(ctx) as store:
-        source = store.get_set(micrographs_set)
-        columns = source.to_numpy()
-        ids = columns["id"]
-        missing = [int(i) for i in ids if int(i) not in fits]
-        if missing:
-            raise EmtoolsStepError(f"no CTF fit for micrograph id(s) {missing[:10]}")
-        for name in ("defocus_u", "defocus_v", "defocus_angle", "ctf_resolution", "ctf_fit_quality"):
-            columns[name] = np.array([np.nan if fits[int(i)][name] is None else fits[int(i)][name] for i in ids],
-                                     dtype=np.float32)
-        columns["has_ctf"] = np.ones(len(ids), dtype=bool)
-        set_id = register_set(store, ctx, "micrographs", "Micrograph", columns,
-                              {**source.properties, "ctf": "emtools.ctffind"})
+    source = ctx.open_set(micrographs_set)
+    columns = source.to_numpy()
+    ids = columns["id"]
+    missing = [int(i) for i in ids if int(i) not in fits]
+    if missing:
+        raise EmtoolsStepError(f"no CTF fit for micrograph id(s) {missing[:10]}")
+    for name in ("defocus_u", "defocus_v", "defocus_angle", "ctf_resolution", "ctf_fit_quality"):
+        columns[name] = np.array([np.nan if fits[int(i)][name] is None else fits[int(i)][name] for i in ids],
+                                 dtype=np.float32)
+    columns["has_ctf"] = np.ones(len(ids), dtype=bool)
+    set_id = ctx.register_set("micrographs", "Micrograph", columns, {**source.properties, "ctf": "emtools.ctffind"})
     mean_def = 0.5 * (columns["defocus_u"] + columns["defocus_v"])
     value = {"set_id": set_id, "size": len(ids),
              "mean_defocus_a": finite_or_none(mean_def.mean()) if len(ids) else None,

@@ -16,20 +16,18 @@ from emtools.kernels import xp as xpmod
 from emtools.kernels.ctf import CtfParams
 from emtools.steps.common import EmtoolsStepError, optics_of, resolve, set_acquisition
 from orchestrator.em import mrc
-from orchestrator.protocol import StepContext
-from orchestrator.store import ProjectStore
+from orchestrator.protocol import SetReader, StepContext
 
 
-def load_particles(ctx: StepContext, store: ProjectStore, set_id: int,
-                   start: int = 0, stop: int | None = None) -> tuple[np.ndarray, dict[str, np.ndarray], CtfParams]:
-    """Images ``(N, n, n)`` float32, all columns, and the optics of rows ``start:stop``."""
-    item_set = store.get_set(set_id)
-    acq = set_acquisition(store, set_id)
+def load_particles(ctx: StepContext, item_set: SetReader, start: int = 0,
+                   stop: int | None = None) -> tuple[np.ndarray, dict[str, np.ndarray], CtfParams]:
+    """Images ``(N, n, n)`` float32, all columns, and the optics of rows ``start:stop`` of a set."""
+    acq = set_acquisition(item_set)
     columns = item_set.to_numpy()
     columns = {name: values[start:stop] for name, values in columns.items()}
     n = len(columns["id"])
     if n == 0:
-        raise EmtoolsStepError(f"particle set {item_set.name!r} (id {set_id}) is empty")
+        raise EmtoolsStepError(f"particle set {item_set.name!r} (id {item_set.id}) is empty")
     paths = columns["image_path"].astype(str)
     images: np.ndarray | None = None
     for path in dict.fromkeys(paths.tolist()):

@@ -18,29 +18,26 @@ from emtools.steps.common import (
     EmtoolsStepError,
     batch_file,
     gather_batches,
-    open_store,
     optics_of,
     project_path,
-    register_set,
     resolve,
     set_acquisition,
     write_json,
 )
 from orchestrator.em import mrc
-from orchestrator.protocol import StepContext, output_result
-from orchestrator.store import OneOf
+from orchestrator.protocol import SetReader, StepContext, output_result
 
 MICROGRAPH_COLUMNS = ["id", "path", "has_ctf", "defocus_u", "defocus_v", "defocus_angle", "ctf_resolution",
                       "ctf_fit_quality", "optics_group"]
 
 
-def _micrographs(store: Any, set_id: int, start: int, stop: int) -> dict[str, np.ndarray]:
-    rows = store.get_set(set_id).to_numpy(MICROGRAPH_COLUMNS)
+def _micrographs(micrographs: SetReader, start: int, stop: int) -> dict[str, np.ndarray]:
+    rows = micrographs.to_numpy(MICROGRAPH_COLUMNS)
     return {name: values[start:stop] for name, values in rows.items()}
 
 
-def _templates(store: Any, ctx: StepContext, classes_set: int, pixel_size_a: float) -> np.ndarray:
-    classes = store.get_set(classes_set)
+def _templates(ctx: StepContext, classes_set: int, pixel_size_a: float) -> np.ndarray:
+    classes = ctx.open_set(classes_set)
     rows = classes.to_numpy(["image_index", "image_path", "size", "enabled"])
     keep = rows["enabled"] & (rows["size"] > 0)
     acq = classes.properties.get("acquisition") or {}
@@ -57,12 +54,12 @@ def _templates(store: Any, ctx: StepContext, classes_set: int, pixel_size_a: flo
 def pick_batch_step(ctx: StepContext, batch: int, micrographs_set: int, start: int, stop: int,
                     settings: dict[str, Any]) -> dict[str, Any]:
     """Pick micrographs ``start .. stop-1`` (row order) with the blob or template picker."""
-    with open_store(ctx) as store:
-        acq = set_acquisition(store, micrographs_set)
-        rows = _micrographs(store, micrographs_set, start, stop)
-        pixel = float(acq["pixel_size_a"])
-        templates = (_templates(store, ctx, settings["templates_set"], pixel)
-                     if settings["method"] == "template" else None)
+    micrographs = ctx.open_set(micrographs_set)
+    acq = set_acquisition(micrographs)
+    rows = _micrographs(micrographs, start, stop)
+    pixel = float(acq["pixel_size_a"])
+    templates = (_templates(ctx, settings["templates_set"], pixel)
+                 if settings["method"] == "template" else None)
     radius_px = 0.5 * settings["particle_diameter_a"] / pixel
     min_distance_px = settings["min_distance_a"] / pixel if settings["min_distance_a"] else None
     result: dict[str, list[Any]] = {"x": [], "y": [], "micrograph_id": [], "score": []}
@@ -97,9 +94,8 @@ def pick_register_step(ctx: StepContext, files: list[str], micrographs_set: int,
     parts = gather_batches(ctx, files)
     columns = {name: np.concatenate([np.asarray(p[name]) for p in parts]) for name in ("x", "y", "micrograph_id",
                                                                                         "score")}
-    with open_store(ctx) as store:
-        acq = set_acquisition(store, micrographs_set)
-        set_id = register_set(store, ctx, "coordinates", "Coordinate", columns,
+    acq = set_acquisition(ctx.open_set(micrographs_set))
+    set_id = ctx.register_set("coordinates", "Coordinate", columns,
                               {"acquisition": acq, "micrographs_set_id": micrographs_set,
                                "particle_diameter_a": particle_diameter_a})
     size = len(columns["x"])
@@ -111,11 +107,11 @@ def pick_register_step(ctx: StepContext, files: list[str], micrographs_set: int,
 def extract_batch_step(ctx: StepContext, batch: int, coordinates_set: int, micrographs_set: int, start: int,
                        stop: int, settings: dict[str, Any]) -> dict[str, Any]:
     """Extract the particles of micrographs ``start .. stop-1`` (row order), one stack each."""
-    with open_store(ctx) as store:
-        acq = set_acquisition(store, micrographs_set)
-        mics = _micrographs(store, micrographs_set, start, stop)
-        coords = store.get_set(coordinates_set).to_numpy(
-            ["x", "y", "micrograph_id"], where=[OneOf("micrograph_id", tuple(int(i) for i in mics["id"]))])
+    micrographs = ctx.open_set(micrographs_set)
+    acq = set_acquisition(micrographs)
+    mics = _micrographs(micrographs, start, stop)
+    coords = ctx.open_set(coordinates_set).to_numpy(["x", "y", "micrograph_id"],
+                                                    micrograph_id=[int(i) for i in mics["id"]])
     pixel = float(acq["pixel_size_a"])
     box, binning = settings["box_size"], settings["bin_factor"]
     out_box = box // binning
@@ -171,12 +167,11 @@ def extract_register_step(ctx: StepContext, files: list[str], micrographs_set: i
         if name in ("ctf_resolution", "ctf_fit_quality"):
             values = [np.nan if v is None else v for v in values]
         columns[name] = np.asarray(values, dtype=object if name in ("image_path", "micrograph_name") else None)
-    with open_store(ctx) as store:
-        acq = dict(set_acquisition(store, micrographs_set))
-        acq["pixel_size_a"] = float(acq["pixel_size_a"]) * settings["bin_factor"]
-        acq["dose_per_frame"] = None
-        box = settings["box_size"] // settings["bin_factor"]
-        set_id = register_set(store, ctx, "particles", "Particle", columns,
+    acq = dict(set_acquisition(ctx.open_set(micrographs_set)))
+    acq["pixel_size_a"] = float(acq["pixel_size_a"]) * settings["bin_factor"]
+    acq["dose_per_frame"] = None
+    box = settings["box_size"] // settings["bin_factor"]
+    set_id = ctx.register_set("particles", "Particle", columns,
                               {"acquisition": acq, "box_size": box, "micrographs_set_id": micrographs_set,
                                "phase_flipped": settings["phase_flip"]})
     size = len(columns.get("image_index", ()))

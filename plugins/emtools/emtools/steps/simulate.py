@@ -41,9 +41,7 @@ from emtools.steps.common import (
     batch_file,
     concat_columns,
     gather_batches,
-    open_store,
     project_path,
-    register_set,
     write_json,
 )
 from orchestrator.em import mrc
@@ -151,8 +149,7 @@ def register_step(ctx: StepContext, files: list[str], box: int, pixel_size_a: fl
     columns = {"id": np.array([r["index"] for r in records], dtype=np.int64),
                "path": np.array([r["path"] for r in records], dtype=object),
                "n_frames": np.array([r["n_frames"] for r in records], dtype=np.int32)}
-    with open_store(ctx) as store:
-        set_id = register_set(store, ctx, "movies", "Movie", columns,
+    set_id = ctx.register_set("movies", "Movie", columns,
                               {"acquisition": acq, "simulated": True, "ground_truth": TRUTH_STAR})
     _write_truth(ctx, records, box, pixel_size_a, sim)
     n_particles = sum(len(r["particles"]["rot"]) for r in records)

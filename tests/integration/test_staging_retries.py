@@ -1,0 +1,392 @@
+"""The stager's retry paths, made to happen for real against a real sshd.
+
+- resume with retries: the host's transfer helper is killed (SIGKILL) in the middle of a large
+  file; within the same call the stager tries again and resumes from the partial copy (its
+  prefix checked by hash), both ways and on both transports;
+- a retry budget spent: the helper killed at every attempt; the file is reported failed and a
+  later call resumes it;
+- re-send after an interrupted batch: the helper of a batch of small files is killed after
+  some files were confirmed; only the unconfirmed ones are sent again;
+- fallback between transports: the ``ssh`` client refuses (a private key with loose
+  permissions, which OpenSSH ignores and paramiko does not; an ``ssh`` on PATH too old for our
+  key exchange list) and the stager moves the files through paramiko instead.
+
+Each test asserts that every file arrives verified (SHA-256 of the bytes on the other side) and
+that the ledger is right: one ``transfers`` row per file with its final state, the method that
+really moved it, what it resumed from, and a ledger entry per file that arrived.
+
+Uses its own sshd (tests/infra/sshd.sh with a private ORCH_CI_ROOT, on a free port): every
+process below it is this module's, so killing a helper there cannot hit another test's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from infra.services import INFRA_DIR, parse_exports, require
+from sqlalchemy import select
+
+from orchestrator.hosts.ssh.client import SSHTarget, connect
+from orchestrator.hosts.ssh.openssh import ssh_argv
+from orchestrator.store import ProjectStore
+from orchestrator.transfer import stager as stager_module
+from orchestrator.transfer.errors import TransferError
+from orchestrator.transfer.ledger import FILES, RECORDS
+from orchestrator.transfer.progress import Progress
+from orchestrator.transfer.stager import Stager
+
+pytestmark = pytest.mark.integration
+MIB = 1024 * 1024
+LARGE = 1 * MIB  # files from this size take the resumable stream in these tests
+
+
+# ---------------------------------------------------------------------------------- the private sshd
+@dataclass(frozen=True)
+class PrivateSshd:
+    root: Path  # its ORCH_CI_ROOT
+    target: SSHTarget
+
+    @property
+    def master_pid(self) -> int:
+        return int((self.root / "sshd" / "sshd.pid").read_text().split()[0])
+
+
+def _sshd(root: Path, command: str) -> str:
+    done = subprocess.run(["bash", str(INFRA_DIR / "sshd.sh"), command], env={**os.environ, "ORCH_CI_ROOT": str(root)},
+                          capture_output=True, text=True, timeout=60, check=False)
+    require(done.returncode == 0, f"sshd.sh {command} failed: {done.stderr.strip()[-2000:]}")
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def sshd() -> Iterator[PrivateSshd]:
+    require(os.geteuid() == 0, "starting a private sshd needs root")
+    root = Path(tempfile.mkdtemp(prefix="orch-sshd-retries-", dir="/tmp"))
+    root.chmod(0o711)  # sshd reads authorized_keys below it as the test user
+    try:
+        _sshd(root, "start")
+        env = parse_exports(_sshd(root, "env"))
+        yield PrivateSshd(root, SSHTarget(env["ORCH_TEST_SSH_HOST"], int(env["ORCH_TEST_SSH_PORT"]),
+                                          env["ORCH_TEST_SSH_USER"], Path(env["ORCH_TEST_SSH_KEY"]),
+                                          Path(env["ORCH_TEST_SSH_KNOWN_HOSTS"])))
+    finally:
+        subprocess.run(["bash", str(INFRA_DIR / "sshd.sh"), "stop"], env={**os.environ, "ORCH_CI_ROOT": str(root)},
+                       capture_output=True, timeout=60, check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, queue = [], list(children.get(pid, []))
+    while queue:
+        child = queue.pop()
+        found.append(child)
+        queue.extend(children.get(child, []))
+    return found
+
+
+def kill_helpers(sshd: PrivateSshd, mode: str) -> list[int]:
+    """SIGKILL the transfer helpers (``python3 -c AGENT <mode> ...``) running below our sshd:
+    what the OOM killer or a node's clean-up would do to them. Returns their pids."""
+    killed = []
+    for pid in _descendants(sshd.master_pid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 5 and argv[3] == b"-c" and argv[5] == mode.encode():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            killed.append(pid)
+    return killed
+
+
+# ---------------------------------------------------------------------------------- fixtures, checks
+@pytest.fixture
+def remote_dir(sshd: PrivateSshd) -> Iterator[Path]:
+    """The host's work dir: owned by the SSH user, only ever reached over SSH by the stager."""
+    path = Path(tempfile.mkdtemp(prefix="orch-retry-work-", dir="/tmp"))
+    shutil.chown(path, sshd.target.user)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ProjectStore]:
+    with ProjectStore.create(tmp_path / "store.sqlite", "p") as opened:
+        yield opened
+
+
+def make_stager(store: ProjectStore, target: SSHTarget, **options: object) -> Stager:
+    options.setdefault("large_file", LARGE)
+    options.setdefault("retry_delay_s", 0.1)
+    return Stager(store, target, host="gpu-box", **options)  # type: ignore[arg-type]
+
+
+def big_file(path: Path, size: int) -> str:
+    """A file of ``size`` bytes (whole MiB) that differs in every MiB; returns its SHA-256."""
+    block = bytearray(os.urandom(MIB))
+    hasher = hashlib.sha256()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as handle:
+        for index in range(size // MIB):
+            block[:8] = index.to_bytes(8, "little")
+            handle.write(block)
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def records(store: ProjectStore) -> list[dict[str, object]]:
+    with store.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(select(RECORDS).order_by(RECORDS.c.id)).mappings()]
+
+
+def ledger(store: ProjectStore) -> dict[str, dict[str, object]]:
+    with store.engine.connect() as conn:
+        return {r["remote_path"]: dict(r) for r in conn.execute(select(FILES)).mappings()}
+
+
+class KillOnce:
+    """A progress callback that kills the ``mode`` helpers below our sshd the first time ``when``
+    holds, and keeps every progress seen and the one at the kill for the test to read."""
+
+    def __init__(self, sshd: PrivateSshd, mode: str, when: Callable[[Progress], bool]) -> None:
+        self.sshd, self.mode, self.when = sshd, mode, when
+        self.seen: list[Progress] = []
+        self.at_kill: list[Progress] = []
+
+    def __call__(self, progress: Progress) -> None:
+        self.seen.append(progress)
+        if not self.at_kill and not progress.finished and self.when(progress) and kill_helpers(self.sshd, self.mode):
+            self.at_kill.append(progress)
+
+
+# ---------------------------------------------------------------------------------- resume with retries
+@pytest.mark.parametrize("bulk", ["paramiko", "openssh"])
+def test_a_helper_killed_mid_upload_is_resumed_by_the_retry(sshd: PrivateSshd, store: ProjectStore,
+                                                             remote_dir: Path, tmp_path: Path, bulk: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stager_module, "OPENSSH_MIN_BYTES", LARGE)
+    size = 64 * MIB
+    source = tmp_path / "proj" / "particles.mrcs"
+    expected = big_file(source, size)
+    callback = KillOnce(sshd, "recv", lambda p: p.bytes_done > size // 3)
+    seen, at_kill = callback.seen, callback.at_kill
+    run = store.runs.create("refine", {})
+    with make_stager(store, sshd.target, bulk=bulk, retries=2, progress=callback) as stager:
+        report = stager.stage_in(run.id, [source], str(remote_dir), base=source.parent, step_id=3)
+    assert at_kill, "the helper was never killed: the test did not interrupt anything"
+    arrived = remote_dir / "particles.mrcs"
+    assert digest(arrived) == expected and arrived.stat().st_size == size
+    assert not list(remote_dir.glob("*.orch-part*"))
+    (row,) = records(store)  # one row per file, whatever the attempts
+    assert row["state"] == "done" and row["bytes_done"] == size and row["error"] is None
+    assert 0 < row["resumed_from"] < size  # the retry went on from the partial copy...
+    assert row["resumed_from"] <= at_kill[0].bytes_done + 8 * MIB  # ...which holds what arrived before the kill
+    assert row["method"] == f"stream/{bulk}" and row["sha256"] == expected
+    assert report.sent == (str(source),) and report.bytes_sent == size - row["resumed_from"]
+    entry = ledger(store)[str(arrived)]
+    assert entry["sha256"] == expected and entry["size"] == size and entry["local_path"] == str(source)
+    assert seen[-1].finished and seen[-1].bytes_done == seen[-1].bytes_total == size  # nothing counted twice
+
+
+@pytest.mark.parametrize("bulk", ["paramiko", "openssh"])
+def test_a_helper_killed_mid_download_is_resumed_by_the_retry(sshd: PrivateSshd, store: ProjectStore,
+                                                               remote_dir: Path, tmp_path: Path, bulk: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stager_module, "OPENSSH_MIN_BYTES", LARGE)
+    size = 64 * MIB
+    produced = remote_dir / "out" / "volume.mrc"
+    expected = big_file(produced, size)
+    shutil.chown(produced.parent, sshd.target.user)
+    shutil.chown(produced, sshd.target.user)
+    callback = KillOnce(sshd, "send", lambda p: p.bytes_done > size // 3)
+    seen, at_kill = callback.seen, callback.at_kill
+    with make_stager(store, sshd.target, bulk=bulk, retries=2, progress=callback) as stager:
+        report = stager.stage_out(None, [str(produced)], tmp_path / "back")
+    assert at_kill, "the helper was never killed: the test did not interrupt anything"
+    fetched = tmp_path / "back" / "volume.mrc"
+    assert digest(fetched) == expected and not list((tmp_path / "back").glob("*.orch-part*"))
+    (row,) = records(store)
+    assert row["state"] == "done" and row["direction"] == "out" and 0 < row["resumed_from"] < size
+    assert row["method"] == f"stream/{bulk}" and row["bytes_done"] == size and row["sha256"] == expected
+    assert report.sent == (str(produced),) and report.bytes_sent == size - row["resumed_from"]
+    assert ledger(store)[str(produced)]["sha256"] == expected
+    assert seen[-1].bytes_done == size
+
+
+def test_a_spent_retry_budget_fails_the_file_and_a_later_call_resumes_it(sshd: PrivateSshd, store: ProjectStore,
+                                                                         remote_dir: Path, tmp_path: Path) -> None:
+    size = 48 * MIB
+    source = tmp_path / "proj" / "stack.mrcs"
+    expected = big_file(source, size)
+    kills: list[int] = []
+
+    def kill_every_attempt(progress: Progress) -> None:
+        # each attempt resumes further on: kill it once it has moved a few MiB past the last kill
+        if not progress.finished and progress.bytes_done > (kills[-1] if kills else 0) + 6 * MIB:
+            if kill_helpers(sshd, "recv"):
+                kills.append(progress.bytes_done)
+
+    with make_stager(store, sshd.target, bulk="paramiko", retries=1, progress=kill_every_attempt) as stager:
+        with pytest.raises(TransferError) as caught:
+            stager.stage_in(None, [source], str(remote_dir), base=source.parent)
+    assert len(kills) == 2  # the first attempt and its one retry
+    assert "1 of 1 files could not be moved" in str(caught.value) and "connection lost" in str(caught.value)
+    (failed,) = records(store)
+    assert failed["state"] == "failed" and "connection lost" in str(failed["error"])
+    assert ledger(store) == {}  # nothing the host holds unverified
+    assert not (remote_dir / "stack.mrcs").exists()
+    kept = (remote_dir / "stack.mrcs.orch-part").stat().st_size
+    assert 0 < kept < size
+
+    with make_stager(store, sshd.target, bulk="paramiko") as stager:
+        report = stager.stage_in(None, [source], str(remote_dir), base=source.parent)
+    assert digest(remote_dir / "stack.mrcs") == expected
+    assert report.bytes_sent == size - kept
+    assert [(r["state"], r["resumed_from"]) for r in records(store)] == [("failed", 0), ("done", kept)]
+    assert ledger(store)[str(remote_dir / "stack.mrcs")]["sha256"] == expected
+
+
+# ---------------------------------------------------------------------------------- re-send after an interrupted batch
+def small_files(folder: Path, count: int, size: int) -> dict[str, str]:
+    """``count`` files of ``size`` random bytes; name -> SHA-256."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sums = {}
+    for index in range(count):
+        data = os.urandom(size)
+        (folder / f"mic_{index:04d}.mrc").write_bytes(data)
+        sums[f"mic_{index:04d}.mrc"] = hashlib.sha256(data).hexdigest()
+    return sums
+
+
+@pytest.mark.parametrize("bulk", ["paramiko", "openssh"])
+def test_an_interrupted_batch_sends_only_the_unconfirmed_files_again(sshd: PrivateSshd, store: ProjectStore,
+                                                                     remote_dir: Path, tmp_path: Path, bulk: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stager_module, "OPENSSH_MIN_BYTES", 0)  # the batch through `ssh` in the openssh case
+    count, size = 600, 40_000
+    movies = tmp_path / "proj" / "movies"
+    sums = small_files(movies, count, size)
+    inodes_at_kill: dict[str, int] = {}
+
+    def snapshot(progress: Progress) -> bool:
+        if progress.files_done < 100:
+            return False
+        inodes_at_kill.update({p.name: p.stat().st_ino for p in (remote_dir / "movies").glob("mic_*.mrc")})
+        return True
+
+    callback = KillOnce(sshd, "recv-batch", snapshot)
+    seen, at_kill = callback.seen, callback.at_kill
+    with make_stager(store, sshd.target, bulk=bulk, parallel=1, retries=2, progress=callback) as stager:
+        report = stager.stage_in(None, [movies], str(remote_dir), base=movies.parent)
+    assert at_kill, "the batch's helper was never killed: the test did not interrupt anything"
+    confirmed_at_kill = at_kill[0].files_done
+    assert confirmed_at_kill < count
+
+    arrived = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (remote_dir / "movies").iterdir()}
+    assert arrived == sums  # every file, verified, and no temporary file left behind
+    # A file the host confirmed before the kill was not sent again: the same file (inode) is there.
+    kept = [name for name, inode in inodes_at_kill.items() if (remote_dir / "movies" / name).stat().st_ino == inode]
+    assert len(kept) >= confirmed_at_kill
+    assert len(kept) < count  # and the rest was sent again, not assumed to be there
+
+    rows = records(store)
+    assert len(rows) == count and {r["state"] for r in rows} == {"done"}  # one row per file, no duplicates
+    assert {r["method"] for r in rows} == {f"batch/{bulk}"} and all(r["error"] is None for r in rows)
+    assert sorted(report.sent) == sorted(str(movies / name) for name in sums) and report.bytes_sent == count * size
+    entries = ledger(store)
+    assert {Path(p).name: e["sha256"] for p, e in entries.items()} == sums
+    assert seen[-1].finished and seen[-1].files_done == count and seen[-1].bytes_done == count * size
+
+
+# ---------------------------------------------------------------------------------- fallback between transports
+@pytest.fixture
+def loose_key_target(sshd: PrivateSshd, tmp_path: Path) -> SSHTarget:
+    """The same login with a copy of the key readable by all: OpenSSH ignores such a key ("bad
+    permissions") and is refused; paramiko uses it. A real refusal of the ssh client alone."""
+    assert sshd.target.key_path is not None
+    key = tmp_path / "keys" / "id_ed25519"
+    key.parent.mkdir()
+    shutil.copy(sshd.target.key_path, key)
+    key.chmod(0o644)
+    target = SSHTarget(sshd.target.host, sshd.target.port, sshd.target.user, key, sshd.target.known_hosts)
+    refused = subprocess.run(ssh_argv(target, ["true"]), capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 255 and "Permission denied" in refused.stderr, refused.stderr
+    with connect(target) as conn:  # paramiko gets in with the same key
+        assert conn.run(["true"]).ok
+    return target
+
+
+@pytest.fixture
+def old_ssh_on_path(sshd: PrivateSshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SSHTarget:
+    """An ``ssh`` first on PATH that, like an OpenSSH older than 8.5, does not know one of the key
+    exchanges we list: the real client, which then stops with "Bad SSH2 KexAlgorithms"."""
+    real = shutil.which("ssh")
+    require(real is not None, "no ssh client (tests/infra/system-deps.sh ssh)")
+    folder = tmp_path / "old-openssh"
+    folder.mkdir()
+    wrapper = folder / "ssh"
+    wrapper.write_text(f'#!/bin/sh\nexec {real} -o KexAlgorithms=sntrup4591761x25519-sha512@tinyssh.org "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ.get('PATH', '')}")
+    refused = subprocess.run(ssh_argv(sshd.target, ["true"], str(wrapper)), capture_output=True, text=True,
+                             timeout=60, check=False)
+    assert refused.returncode == 255 and "KexAlgorithms" in refused.stderr, refused.stderr
+    return sshd.target
+
+
+@pytest.mark.parametrize("refusal", ["loose_key_target", "old_ssh_on_path"])
+def test_a_refused_ssh_client_falls_back_to_paramiko(refusal: str, sshd: PrivateSshd, store: ProjectStore,
+                                                     remote_dir: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     request: pytest.FixtureRequest) -> None:
+    target: SSHTarget = request.getfixturevalue(refusal)
+    monkeypatch.setattr(stager_module, "OPENSSH_MIN_BYTES", 0)  # every stream would take `ssh`
+    project = tmp_path / "proj"
+    sums = small_files(project / "movies", 40, 10_000)
+    large = big_file(project / "stack.mrcs", 4 * MIB)
+    with make_stager(store, target, bulk="openssh", parallel=2) as stager:
+        staged = stager.stage_in(None, [project], str(remote_dir), base=project)
+        assert len(staged.sent) == 41
+        outputs = remote_dir / "out"
+        (outputs / "extra").mkdir(parents=True)
+        for index in range(5):
+            (outputs / "extra" / f"ctf_{index}.star").write_text(f"data_ {index}\n" * 40)
+        volume = big_file(outputs / "volume.mrc", 2 * MIB)
+        for path in [outputs, *outputs.rglob("*")]:
+            shutil.chown(path, target.user)
+        fetched = stager.stage_out(None, [str(outputs)], tmp_path / "back", remote_base=str(outputs))
+        assert len(fetched.sent) == 6
+    assert {p.name: digest(p) for p in (remote_dir / "movies").iterdir()} == sums
+    assert digest(remote_dir / "stack.mrcs") == large and digest(tmp_path / "back" / "volume.mrc") == volume
+    for index in range(5):
+        assert (tmp_path / "back" / "extra" / f"ctf_{index}.star").read_text() == f"data_ {index}\n" * 40
+    rows = records(store)
+    assert len(rows) == 47 and {r["state"] for r in rows} == {"done"}
+    # the ledger says how each file really moved: through paramiko, never the refused client
+    assert {r["method"].split("/")[1] for r in rows} == {"paramiko"}, {r["method"] for r in rows}
+    assert {r["method"] for r in rows if r["local_path"].endswith(("stack.mrcs", "volume.mrc"))} == {"stream/paramiko"}
+    assert len(ledger(store)) == 47
