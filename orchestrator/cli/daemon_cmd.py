@@ -47,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--idle-exit", type=float, metavar="S",
                         help="exit after S seconds with nothing queued or running (0: never; default: never "
                              f"in the foreground, {DEFAULT_IDLE_EXIT_S:g} with --detach)")
-    parser.add_argument("--workers", type=int, metavar="N", help="worker processes (default: one per core)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="local worker processes (default: [hosts.local] workers, else one per core)")
     parser.add_argument("--retries", type=int, metavar="N",
                         help="retries of a failed step when its protocol sets none (default 2)")
     parser.add_argument("--timeout", type=float, default=60.0, metavar="S",

@@ -161,7 +161,10 @@ def read_stack_images(path: str | os.PathLike[str], indices: Sequence[int] | np.
     Returns a (len(indices), ny, nx) array in memory, in the order asked for.
     """
     stack = read_stack(path)
-    wanted = np.asarray(indices, dtype=np.int64).reshape(-1)
+    try:
+        wanted = np.asarray(indices, dtype=np.int64).reshape(-1)
+    except (OverflowError, TypeError, ValueError) as err:
+        raise MrcFormatError(f"{path}: image indices {indices!r:.60} are not 1-based image numbers ({err})") from err
     bad = wanted[(wanted < 1) | (wanted > stack.shape[0])]
     if bad.size:
         raise MrcFormatError(

@@ -353,7 +353,8 @@ class _Parser:
             return strings
         for numeric in (np.int64, np.float64):
             try:
-                return strings.astype(numeric)
+                with np.errstate(over="ignore"):  # an overflow to inf is refused by check_in_range
+                    return strings.astype(numeric)
             except (ValueError, OverflowError):
                 continue
         return strings

@@ -14,11 +14,8 @@ workers, which keep the scheduler's value: the caller reports them (:class:`Envi
 
 from __future__ import annotations
 
-import json
 import os
-import shlex
 import subprocess
-import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,8 +27,9 @@ ENV_SETUP_TIMEOUT_S = 120.0
 #: bash's own bookkeeping, not something the lines set
 _SHELL_VARIABLES = frozenset({"PWD", "OLDPWD", "SHLVL", "_"})
 _TAIL_LINES = 20
-# After the lines: the environment as JSON into the file named by the script's second argument.
-_DUMP = 'import json, os, sys; json.dump(dict(os.environ), open(sys.argv[1], "w", encoding="utf-8"))'
+# After the lines: every exported variable as NAME=VALUE\0 into the file named by $1 (bash alone:
+# a Python interpreter would add its own LC_CTYPE, PEP 538).
+_DUMP = 'for orch_name in $(compgen -e); do printf \'%s=%s\\0\' "$orch_name" "${!orch_name}"; done > "$orch_out"'
 
 
 class EnvSetupError(HostError):
@@ -53,12 +51,11 @@ def environment_after(lines: Sequence[str], *, where: str, env: Mapping[str, str
     base = dict(os.environ if env is None else env)
     if not lines:
         return EnvironmentChange({})
-    script = "\n".join(['orch_python=$1 orch_out=$2', "set -e", *lines,
-                        f'exec "$orch_python" -c {shlex.quote(_DUMP)} "$orch_out"'])
+    script = "\n".join(["orch_out=$1", "set -e", *lines, _DUMP])
     with tempfile.TemporaryDirectory(prefix="orch-env-setup-") as folder:
-        out = Path(folder) / "environment.json"
+        out = Path(folder) / "environment"
         try:
-            done = subprocess.run(["bash", "-c", script, "orch-env-setup", sys.executable, str(out)], env=base,
+            done = subprocess.run(["bash", "-c", script, "orch-env-setup", str(out)], env=base,
                                   stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout_s,
                                   check=False)
         except subprocess.TimeoutExpired:
@@ -69,7 +66,8 @@ def environment_after(lines: Sequence[str], *, where: str, env: Mapping[str, str
             said = "\n".join((done.stderr or done.stdout).strip().splitlines()[-_TAIL_LINES:]) or "(no output)"
             raise EnvSetupError(f"{where}: env_setup failed (bash exited with {done.returncode}; a line that "
                                 f"fails stops it): {said}")
-        after: dict[str, str] = json.loads(out.read_text(encoding="utf-8"))
+        after = dict(entry.partition("=")[::2] for entry in
+                     out.read_bytes().decode("utf-8", "surrogateescape").split("\0") if entry)
     changed = {k: v for k, v in after.items() if base.get(k) != v and k not in _SHELL_VARIABLES}
     unset = tuple(sorted(k for k in base if k not in after and k not in _SHELL_VARIABLES))
     return EnvironmentChange(changed, unset)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from orchestrator.hosts.config.model import LOCAL_HOST, HostConfig
 from orchestrator.hosts.errors import HostConfigError
-from orchestrator.hosts.gpus import deal_gpus, detect_gpus, host_gpu_devices
+from orchestrator.hosts.gpus import GpuUnavailable, deal_gpus, detect_gpus, host_gpu_devices
 
 #: the least memory a default layout leaves one worker (a worker process alone uses ~150 MB)
 MIN_WORKER_MEMORY_MB = 1024
@@ -155,5 +155,9 @@ def local_host_spec(host: HostConfig, *, workers: int | None = None, find_gpus: 
     or by ``nvidia-smi``. ``find_gpus=False`` skips ``nvidia-smi`` (it may take seconds) for a
     caller that needs no GPU count: undeclared GPUs then count as none. No ``env_setup`` here:
     the scheduler runs it when it starts the host (:mod:`orchestrator.scheduler.executors.local`)."""
-    devices, source = host_gpu_devices(declared_gpus(host), env, detect_gpus if find_gpus else list)
+    try:
+        devices, source = host_gpu_devices(declared_gpus(host), env, detect_gpus if find_gpus else list)
+    except GpuUnavailable as exc:
+        where = f" ({host.source})" if host.source else ""
+        raise HostConfigError(f"host {host.name!r}{where}: {exc}") from None
     return plan_local_host(host, devices, source, workers=workers)

@@ -114,18 +114,22 @@ def serve(project: Project, idle_exit_s: float | None, workers: int | None = Non
 
 def _serve_with_cluster(project: Project, store: ProjectStore, idle_exit_s: float | None, workers: int | None,
                         retries: int | None, stop: Callable[[], bool]) -> None:
-    """Serve until idle; the local cluster starts only if a step runs on the local host."""
+    """Serve until idle; the local cluster starts only if a step runs on the local host.
+
+    The local host is the hosts files' ``[hosts.local]`` (else the built-in one), read when a
+    local run first starts; ``workers`` (``--workers``) overrides its number of workers."""
     from orchestrator.scheduler.engine import Scheduler, SchedulerConfig
-    from orchestrator.scheduler.executors.local import LocalHostSpec, start_local_cluster
+    from orchestrator.scheduler.executors import HostExecutors
+    from orchestrator.scheduler.executors.local import ConfiguredLocalHost, LocalExecutor
     from orchestrator.security import project_tls
 
-    spec = LocalHostSpec(workers=workers or LocalHostSpec().workers)
-    config = SchedulerConfig(worker_cpus=spec.cpus_per_worker)
+    config = SchedulerConfig()
     if retries is not None:
         config.default_retries = retries
     security = project_tls(project.path).cluster_security()  # every dask endpoint speaks TLS (made on first use)
+    local = LocalExecutor(None, configured=ConfiguredLocalHost(project.path, workers, security))
     scheduler = Scheduler(project, None, store, config=config,
-                          start_local=lambda: start_local_cluster(spec, security))
+                          executors=HostExecutors(local, project.path, store))
     signal.signal(WAKE_SIGNAL, lambda _signum, _frame: scheduler.wake())
     try:
         scheduler.run_until_idle(idle_exit_s, stop=stop)
@@ -138,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("project", type=Path)
     parser.add_argument("--idle-exit", type=float, default=DEFAULT_IDLE_EXIT_S,
                         help="seconds without work before exiting (0: never)")
-    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="local worker processes (default: the hosts file's [hosts.local] workers, else one "
+                             "per core)")
     parser.add_argument("--retries", type=int, default=None,
                         help="retries of a failed step when its protocol sets none (default 2)")
     args = parser.parse_args(argv)

@@ -360,7 +360,12 @@ class Scheduler:
 
     def _record(self, active: ActiveRun, name: str, outcome: StepOutcome) -> None:
         run_dir = self.project.run_dir(active.run.name)
-        record_outcome(self.store, outcome, attempt_dir(run_dir, name, outcome.attempt))
+        try:
+            record_outcome(self.store, outcome, attempt_dir(run_dir, name, outcome.attempt))
+        except OrchestratorError as exc:  # e.g. a registered set the store refuses: the attempt failed
+            log.warning("step %s of run %s: its end cannot be recorded: %s", name, active.run.name, exc)
+            self.store.lifecycle.fail_step(outcome.step_id, outcome.attempt, f"recording its end failed: {exc}",
+                                           started=outcome.started_fields())
 
     def _step_finished(self, active: ActiveRun, name: str) -> None:
         active.finished.add(name)

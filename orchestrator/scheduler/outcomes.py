@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.protocol import OutputRef
@@ -33,7 +34,7 @@ def record_outcome(store: ProjectStore, outcome: StepOutcome, local_attempt_dir:
 
     ``local_attempt_dir`` is the attempt folder as this machine sees it (where its sets are).
     """
-    ended = {"finished_at": datetime.now(UTC), "duration_s": outcome.duration_s,
+    ended: dict[str, Any] = {"finished_at": datetime.now(UTC), "duration_s": outcome.duration_s,
              "peak_memory_mb": outcome.peak_memory_mb}
     if outcome.ok:
         try:

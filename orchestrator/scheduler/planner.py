@@ -34,13 +34,14 @@ class InputsFailed(Exception):
 def create_run(store: ProjectStore, project: Project, registry: PluginRegistry, protocol_name: str,
                raw_params: Mapping[str, Any], *, name: str | None = None, host: str = "local",
                queue: bool = True) -> RunRecord:
-    """Validate, save and (by default) queue a run; pointers are checked against the store."""
+    """Validate, save and (by default) queue a run; pointers are checked against the store, and
+    the run's steps against its host (:func:`~orchestrator.scheduler.submit_fit.check_run_fits`)."""
+    from orchestrator.hosts.config.loader import load_hosts
+    from orchestrator.scheduler.submit_fit import check_run_fits
+
     protocol = registry.protocol(protocol_name)
     params = protocol.validate(raw_params, base_dir=project.path)
-    if host != "local":
-        from orchestrator.hosts.config.loader import load_hosts
-
-        load_hosts(project.path).get(host)  # an unknown host is refused now, not when the run starts
+    host_config = load_hosts(project.path).get(host)  # an unknown host is refused now, not when the run starts
     links = []
     for param_name, pointer in params.pointers().items():
         producer = store.runs.get(pointer.run)
@@ -49,6 +50,7 @@ def create_run(store: ProjectStore, project: Project, registry: PluginRegistry, 
             raise UsageError(f"param '{param_name}': run {producer.name} ({producer.protocol}) has no output "
                              f"'{pointer.output}'; it declares: {', '.join(declared) or 'none'}")
         links.append(InputLink(param_name, producer.id, pointer.output))
+    check_run_fits(store, project, protocol, params, host_config)  # a step too big for the host: refused now
     run = store.runs.create(protocol_name, params.to_json(), name=name, host=host, inputs=links)
     project.run_dir(run.name).mkdir(parents=True, exist_ok=True)
     if queue:
@@ -66,11 +68,15 @@ def resolve_inputs(store: ProjectStore, project: Project, run: RunRecord) -> dic
             raise InputsFailed(f"input '{link.param}' comes from run {producer.name}, which is {state.value}")
         if state is not RunState.FINISHED:
             raise InputsNotReady(producer.name)
-        output = store.outputs.get(producer.id, link.output_name)
-        refs[link.param] = OutputRef(producer.id, link.output_name, output.type_name,
-                                     project.run_dir(producer.name), output.path,
-                                     output.value if output.value is not None else _set_value(output.set_id))
+        refs[link.param] = output_ref(store, project, producer, link.output_name)
     return refs
+
+
+def output_ref(store: ProjectStore, project: Project, producer: RunRecord, output_name: str) -> OutputRef:
+    """The OutputRef of a finished run's output, as a step reads it."""
+    output = store.outputs.get(producer.id, output_name)
+    return OutputRef(producer.id, output_name, output.type_name, project.run_dir(producer.name), output.path,
+                     output.value if output.value is not None else _set_value(output.set_id))
 
 
 def _set_value(set_id: int | None) -> Any:

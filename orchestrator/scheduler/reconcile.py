@@ -94,8 +94,9 @@ def _fetch_from_host(store: ProjectStore, step: StepRecord, run_dir: Path, proje
         record = f"{remote_run}/{attempt_dir('.', step.name, step.attempt)}/{OUTCOME_FILE}"
         try:
             staging.stager.stage_out(step.run_id, [record], run_dir, remote_base=remote_run, step_id=step.id)
-        except OrchestratorError:
-            return None  # the attempt left no record there: it runs again
+        except OrchestratorError as exc:  # the attempt left no record there: it runs again
+            log.info("step %s: no outcome record on host %s (%s)", step.name, host.name, exc)
+            return None
         outcome = read_outcome(attempt_dir(run_dir, step.name, step.attempt))
         if outcome is None:
             return None

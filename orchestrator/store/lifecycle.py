@@ -33,7 +33,6 @@ from orchestrator.errors import UsageError
 from orchestrator.store.engine import WRITE
 from orchestrator.store.records import RunRecord, StepRecord
 from orchestrator.store.schema import Event, ItemSetRow, Output, Run, RunState, Step, StepState
-from orchestrator.store.sets import create_filled_set_in
 
 if TYPE_CHECKING:
     from orchestrator.protocol.sets import PendingSet
@@ -325,6 +324,7 @@ class Lifecycle:
             ids: dict[str, int] = {}
             if sets:
                 from orchestrator.protocol.sets import substitute_set_ids
+                from orchestrator.store.sets import create_filled_set_in
 
                 self._drop_sets_of(conn, step_id)
                 for pending in sets:  # in registration order: a set's properties may name earlier ones

@@ -10,20 +10,24 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Engine, Table, insert, select
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from orchestrator.errors import NotFoundError, UsageError
 from orchestrator.store import migrations
+from orchestrator.store.clock import now
 from orchestrator.store.credentials import redact, refuse_password
 from orchestrator.store.engine import WRITE, is_sqlite, make_engine, sqlite_path, sqlite_url
 from orchestrator.store.errors import CorruptStoreError, NotAStoreError, StoreError
+from orchestrator.store.host_health import HostHealthTable
 from orchestrator.store.lifecycle import Lifecycle
 from orchestrator.store.runs import EventLog, OutputTable, RunTable, StepTable
 from orchestrator.store.schema import ItemSetRow, Project, User
-from orchestrator.store.sets import DEFAULT_CHUNK_SIZE, ItemSet, create_set, now
+
+if TYPE_CHECKING:
+    from orchestrator.store.sets import ItemSet
 
 
 def normalise_url(url_or_path: str | Path) -> str:
@@ -83,6 +87,8 @@ class ProjectStore:
         self.events = EventLog(engine, project_id)
         #: every change of a run's or step's state goes through it
         self.lifecycle = Lifecycle(engine, project_id)
+        #: whether each host answers, as the scheduler last saw it
+        self.hosts = HostHealthTable(engine, project_id)
 
     @property
     def where(self) -> str:
@@ -158,10 +164,14 @@ class ProjectStore:
 
     # ------------------------------------------------------------------ sets
     def create_set(self, name: str, item_type: str, run_id: int | None = None,
-                   properties: Mapping[str, Any] | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE) -> ItemSet:
-        return create_set(self.engine, name, item_type, run_id, properties, chunk_size)
+                   properties: Mapping[str, Any] | None = None, chunk_size: int | None = None) -> ItemSet:
+        from orchestrator.store.sets import DEFAULT_CHUNK_SIZE, create_set
+
+        return create_set(self.engine, name, item_type, run_id, properties, chunk_size or DEFAULT_CHUNK_SIZE)
 
     def get_set(self, set_id: int) -> ItemSet:
+        from orchestrator.store.sets import ItemSet
+
         return ItemSet(self.engine, set_id)
 
     def list_sets(self, run_id: int | None = None) -> list[dict[str, Any]]:

@@ -17,10 +17,10 @@ from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, 
 
 from orchestrator.errors import NotFoundError, UsageError
 from orchestrator.names import check_run_name, default_run_name
+from orchestrator.store.clock import now
 from orchestrator.store.engine import WRITE
 from orchestrator.store.records import EventRecord, OutputRecord, RunRecord, StepRecord
 from orchestrator.store.schema import Event, Output, Provenance, Run, RunState, Step, StepState
-from orchestrator.store.sets import now
 
 _RUNS = cast(Table, Run.__table__)
 _STEPS = cast(Table, Step.__table__)
@@ -221,17 +221,6 @@ class StepTable(_Table):
 
 
 class OutputTable(_Table):
-    def register(self, run_id: int, name: str, type_name: str, *, set_id: int | None = None,
-                 path: str | None = None, value: Mapping[str, Any] | None = None) -> OutputRecord:
-        """Record (or replace, on a re-run) a typed output of a run."""
-        with self._write() as conn, conn.begin():
-            conn.execute(delete(_OUTPUTS).where(_OUTPUTS.c.run_id == run_id, _OUTPUTS.c.name == name))
-            conn.execute(insert(_OUTPUTS).values(run_id=run_id, name=name, type_name=type_name, set_id=set_id,
-                                                 path=path, value=dict(value) if value else None,
-                                                 created_at=now()))
-            _event(conn, "output", run_id=run_id, message=f"output {name} ({type_name})")
-        return self.get(run_id, name)
-
     def get(self, run_id: int, name: str) -> OutputRecord:
         with self.engine.connect() as conn:
             row = conn.execute(select(_OUTPUTS).where(_OUTPUTS.c.run_id == run_id,

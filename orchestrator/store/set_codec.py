@@ -61,7 +61,10 @@ def normalise_columns(schema: ItemSchema, columns: Mapping[str, Any], n: int) ->
     for spec in schema.columns:
         if spec.name in columns:
             values = columns[spec.name]
-            array = np.asarray(values, dtype=object if spec.is_string else spec.dtype)
+            try:
+                array = np.asarray(values, dtype=object if spec.is_string else spec.dtype)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise ValueError(f"column {spec.name!r} cannot hold its values as {spec.dtype}: {exc}") from None
             if array.shape != (n,):
                 raise ValueError(f"column {spec.name!r} has shape {array.shape}, expected ({n},)")
         else:

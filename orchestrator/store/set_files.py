@@ -41,7 +41,7 @@ from orchestrator.errors import OrchestratorError, UsageError
 from orchestrator.objects.columns import SCHEMAS, ColumnSpec, ItemSchema
 from orchestrator.objects.em import Acquisition
 from orchestrator.protocol.sets import PendingSet, SetDataError, SetReader
-from orchestrator.store.set_query import Condition, conditions_from_kwargs, mask
+from orchestrator.store.set_query import Condition, conditions_from_kwargs, mask, typed_conditions
 
 FORMAT = "em-orchestrator-set"
 VERSION = 1
@@ -293,6 +293,8 @@ class ExportedSet:
         if not conditions:
             return None
         self._check([c.column for c in conditions])
+        # the same conversions as the store's sets: "micrograph_id=12" from a command line is a number
+        conditions = typed_conditions(conditions, self.schema, f"set {self.name!r} ({self.item_type})")
         tested = self._columns(list(dict.fromkeys(c.column for c in conditions)))
         selected = np.ones(self.size, dtype=bool)
         for condition in conditions:

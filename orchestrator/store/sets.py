@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import numpy as np
@@ -27,6 +26,7 @@ from orchestrator.errors import NotFoundError, UsageError
 from orchestrator.objects.columns import SCHEMAS, Columns, ItemSchema
 from orchestrator.objects.em import Acquisition
 from orchestrator.store import set_codec
+from orchestrator.store.clock import now
 from orchestrator.store.engine import WRITE
 from orchestrator.store.schema import ItemSetRow, SetColumnChunk, SetIndexEntry, SetString, StreamState
 from orchestrator.store.set_query import (
@@ -45,10 +45,6 @@ _COLUMNS = cast(Table, SetColumnChunk.__table__)
 _INDEX = cast(Table, SetIndexEntry.__table__)
 _STRINGS = cast(Table, SetString.__table__)
 _SETS = cast(Table, ItemSetRow.__table__)
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def schema_for(item_type: str) -> ItemSchema:
@@ -97,7 +93,7 @@ def create_filled_set_in(conn: Connection, engine: Engine, name: str, item_type:
 class ItemSet:
     """A handle on one stored set. Cheap to create; every call reads the store afresh."""
 
-    def __init__(self, engine: Engine, set_id: int, header: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, engine: Engine, set_id: int, header: Any = None) -> None:
         self.engine = engine
         self.id = set_id
         row = header

@@ -18,7 +18,9 @@ Modes (``sys.argv[1]``):
 ``recv-batch``
     Many files in, one stream: per file a JSON line ``{"p": dest, "s": size, "m": mtime_ns}``,
     the bytes, a line with their SHA-256; ``{}`` ends. Each file is written to a temporary
-    name, verified and renamed; a JSON line answers each (``ok``, ``m`` or ``error``).
+    name (``DEST.orch-part.HOST.PID``), verified and renamed; a JSON line answers each (``ok``,
+    ``m`` or ``error``). A batch killed mid-file leaves its temporary file: the next batch that
+    writes into that folder removes those of this host whose process is gone.
 ``send-batch``
     Many files out: reads a JSON list of paths; per file a JSON header (``p``, ``s``, ``m``,
     or ``error``), the bytes, a line with their SHA-256; ``{}`` ends.
@@ -34,6 +36,7 @@ Exit codes: 0 done, 2 bad usage, 3 protocol error, 4 verification failed, 5 inpu
 import hashlib
 import json
 import os
+import socket
 import stat
 import sys
 import time
@@ -201,8 +204,37 @@ def send(src, offset, prefix_sha):
     out.flush()
 
 
+def process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's: alive
+    return True
+
+
+def remove_stale_temps(folder, marker):
+    """Remove the temporary files of batches on this host that were killed mid-file (SIGKILL
+    leaves them): those named ``*<marker><pid>`` whose process is gone. Other hosts' (a shared
+    scratch) and live batches' are left alone."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        at = name.rfind(marker)
+        pid = name[at + len(marker):] if at > 0 else ""
+        if pid.isdigit() and not process_alive(int(pid)):
+            try:
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass  # another batch cleaned it up first
+
+
 def recv_batch():
     source, out = sys.stdin.buffer, sys.stdout.buffer
+    marker = PART + "." + socket.gethostname() + "."
     made = set()
     last_flush = time.time()
     while True:
@@ -213,10 +245,13 @@ def recv_batch():
         if not record:
             break
         dest, size, mtime_ns = record["p"], record["s"], record["m"]
-        tmp = dest + PART + "." + str(os.getpid())  # two batches writing one file never share a temp file
+        tmp = dest + marker + str(os.getpid())  # two batches writing one file never share a temp file
         answer = {"p": dest}
         try:
-            ensure_dir(os.path.dirname(dest), made)
+            folder = os.path.dirname(dest)
+            if folder not in made:
+                ensure_dir(folder, made)
+                remove_stale_temps(folder, marker)  # once per folder and batch
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         except OSError as exc:
             fd, answer["error"] = -1, str(exc)

@@ -45,7 +45,11 @@ from orchestrator.transfer.progress import ProgressCallback, ProgressTracker
 from orchestrator.transfer.report import StageReport, StagingJob
 
 OPENSSH_MIN_BYTES = 16 * 1024 * 1024  # smaller streams do not pay for an ssh process (~0.15 s to start)
-_OPENSSH_REFUSALS = ("Permission denied", "Host key verification failed", "no matching", "Bad configuration")
+# What the ssh client says when it, and not the host, is the problem: refused where paramiko may get in
+# (a key it will not use, e.g. one readable by others), or unable to take our options (an OpenSSH
+# older than 8.5 stops at "command-line line 0: Bad SSH2 KexAlgorithms" on a key exchange it lacks).
+_OPENSSH_REFUSALS = ("Permission denied", "Host key verification failed", "no matching", "Bad configuration",
+                     "command-line line", "Bad SSH2", "Unsupported KEX")
 _RETRYABLE = (TransferInterrupted, VerificationError, SSHConnectError)
 R = TypeVar("R")
 
@@ -196,17 +200,23 @@ class Stager:
     def _use_openssh(self, payload: int) -> bool:
         return self._ssh is not None and payload >= OPENSSH_MIN_BYTES
 
-    def _with_connection(self, work: Callable[[protocol.Starter], R], payload: int) -> R:
+    def _with_connection(self, work: Callable[[protocol.Starter], R], payload: int,
+                         on_transport: Callable[[str], None] | None = None) -> R:
         """Run ``work`` with a way to start remote processes: an ``ssh`` process for large payloads,
-        else an exec channel on a pooled paramiko connection."""
+        else an exec channel on a pooled paramiko connection. ``on_transport`` hears which one
+        (``openssh``, ``paramiko``) before each try: after a refused ``ssh``, paramiko moves the files."""
         if self._use_openssh(payload):
             ssh = self._ssh
             assert ssh is not None
+            if on_transport is not None:
+                on_transport("openssh")
             try:
                 return work(lambda argv: OpenSSHProcess(self.target, argv, ssh))
             except TransferInterrupted as exc:
                 if not self._openssh_refused(exc, payload):
                     raise
+        if on_transport is not None:
+            on_transport("paramiko")
         with self.pool.connection() as conn:
             return work(conn.start)
 
@@ -216,9 +226,6 @@ class Stager:
             return False
         self._ssh = None
         return True
-
-    def _method(self, payload: int, kind: str) -> str:
-        return f"{kind}/{'openssh' if self._use_openssh(payload) else 'paramiko'}"
 
     def _retrying(self, attempt: Callable[[], R], on_retry: Callable[[], None]) -> R:
         for number in range(self.retries + 1):
@@ -263,7 +270,6 @@ class Stager:
 
     def _upload_one(self, job: StagingJob, info: FileStat, remote: str) -> None:
         record = job.record_ids[remote]
-        job.journal.running([record], self._method(info.size, "stream"))
         counted = [0]
 
         def on_bytes(count: int) -> None:
@@ -278,7 +284,7 @@ class Stager:
         try:
             moved = self._retrying(lambda: self._with_connection(
                 lambda start: protocol.upload_file(start, self.python, self.host, info, remote, on_bytes),
-                info.size), undo)
+                info.size, _running(job, [record], "stream")), undo)
         except (TransferError, SSHConnectError) as exc:
             job.journal.failed(record, str(exc), final=True)
             job.errors.append(str(exc))
@@ -305,7 +311,6 @@ class Stager:
 
     def _download_one(self, job: StagingJob, remote: str, local: Path, size: int) -> None:
         record = job.record_ids[remote]
-        job.journal.running([record], self._method(size, "stream"))
         counted = [0]
 
         def on_bytes(count: int) -> None:
@@ -319,8 +324,8 @@ class Stager:
 
         try:
             moved = self._retrying(lambda: self._with_connection(
-                lambda start: protocol.download_file(start, self.python, self.host, remote, local, on_bytes), size),
-                undo)
+                lambda start: protocol.download_file(start, self.python, self.host, remote, local, on_bytes), size,
+                _running(job, [record], "stream")), undo)
         except (TransferError, SSHConnectError) as exc:
             job.journal.failed(record, str(exc), final=True)
             job.errors.append(str(exc))
@@ -332,7 +337,6 @@ class Stager:
         """Small files on one stream; after an interruption, the unconfirmed ones are tried again."""
         pending = {(pair[1] if upload else pair[0]): pair for pair in files}  # by remote path
         direction = TransferDirection.IN if upload else TransferDirection.OUT
-        job.journal.running([job.record_ids[r] for r in pending], self._method(payload, "batch"))
         counted = [0, 0]  # bytes streamed, bytes confirmed (this attempt)
 
         def on_bytes(count: int) -> None:
@@ -360,7 +364,8 @@ class Stager:
         while True:
             counted[:] = [0, 0]
             try:
-                problem = self._with_connection(attempt, payload).interrupted
+                unconfirmed = [job.record_ids[r] for r in pending]
+                problem = self._with_connection(attempt, payload, _running(job, unconfirmed, "batch")).interrupted
             except (TransferError, SSHConnectError) as exc:
                 problem = exc
             job.tracker.add_bytes(counted[1] - counted[0])  # streamed but unconfirmed: not done
@@ -398,3 +403,9 @@ class Stager:
             raise TransferError(f"{self.host}: {len(job.errors)} of {len(job.record_ids)} files could not be "
                                 f"moved ({moved} were, and are recorded):\n  {shown}{more}")
         return StageReport(direction.value, paths, tuple(job.sent), skipped, job.bytes_sent, seconds)
+
+
+def _running(job: StagingJob, record_ids: list[int], kind: str) -> Callable[[str], None]:
+    """Mark rows as moving by ``kind/transport`` as each try starts: the row names the transport
+    that really moved the file (paramiko, after a refused ``ssh``)."""
+    return lambda transport: job.journal.running(record_ids, f"{kind}/{transport}")

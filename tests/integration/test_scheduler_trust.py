@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from infra.services import require
 from run_checks import assert_exactly_once
 
 from orchestrator.plugins import discover
@@ -180,10 +181,8 @@ def test_max_in_flight_bounds_the_steps_handed_to_dask(project: Project) -> None
 
 # ---------------------------------------------------------------------- a step's whole process tree
 def mpirun_command() -> list[str]:
-    if shutil.which("mpirun") is None:
-        if os.environ.get("CI"):
-            pytest.fail("mpirun is missing: `make test` installs openmpi-bin (tests/infra/system-deps.sh relion)")
-        pytest.skip("mpirun (openmpi-bin) is not installed")
+    require(shutil.which("mpirun") is not None,
+            "mpirun is missing: `make test` installs openmpi-bin (tests/infra/system-deps.sh relion)")
     root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
     return ["mpirun", *root, "--oversubscribe", "-np", "2", "sleep", "600"]
 

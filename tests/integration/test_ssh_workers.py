@@ -91,10 +91,10 @@ def _ssh_run(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str
 
 
 @pytest.fixture(scope="module")
-def host_pythons(env: dict[str, str]) -> Iterator[dict[str, str]]:
-    """Two Pythons the SSH user can run: ``full`` imports distributed and orchestrator (this
-    project's), ``bare`` imports neither. Both are venvs of the project's own interpreter, so no
-    system Python of the same version is needed (the machine's may be older or newer)."""
+def remote_python(env: dict[str, str]) -> Iterator[str]:
+    """A Python the SSH user can run that imports distributed and orchestrator (this project's),
+    and beside it (``bare_python``) one that imports neither. Both are venvs of the project's own
+    interpreter, so no system Python of the same version is needed (the machine's may differ)."""
     interpreter = _project_interpreter()
     assert interpreter.exists(), f"{interpreter}: the project venv's base interpreter is not where sys.base_prefix says"
     root = Path(tempfile.mkdtemp(prefix="orch-remote-python-", dir="/tmp"))
@@ -112,14 +112,14 @@ def host_pythons(env: dict[str, str]) -> Iterator[dict[str, str]]:
     probe = _ssh_run(env, pythons["full"], "-c", "import distributed, orchestrator")
     assert probe.returncode == 0, f"the SSH user cannot run {pythons['full']} (is {sys.base_prefix} readable " \
                                   f"by others?): {probe.stderr[-2000:]}"
-    yield pythons
+    yield pythons["full"]
     shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def remote_python(host_pythons: dict[str, str]) -> str:
-    """A Python the SSH user can run that imports distributed and orchestrator (this project's)."""
-    return host_pythons["full"]
+def bare_python(remote_python: str) -> str:
+    """The SSH user's Python without distributed (a host where em-orchestrator is not installed)."""
+    return str(Path(remote_python).parents[2] / "bare" / "bin" / "python")
 
 
 def ssh_table(host: str, env: dict[str, str]) -> str:
@@ -274,8 +274,8 @@ def test_missing_python_is_a_clear_error(env: dict[str, str], work_dir: str, clu
 
 
 def test_python_without_distributed_is_a_clear_error(env: dict[str, str], work_dir: str, cluster: LocalCluster,
-                                                     host_pythons: dict[str, str]) -> None:
-    bare = host_pythons["bare"]
+                                                     bare_python: str) -> None:
+    bare = bare_python
     assert _ssh_run(env, bare, "-c", "import distributed").returncode == 1  # truly without it, on the host
     host = ssh_host(env, work_dir)
     with pytest.raises(RemoteModuleMissingError) as caught:

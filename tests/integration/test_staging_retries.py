@@ -27,9 +27,11 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from infra.services import INFRA_DIR, parse_exports, require
@@ -38,6 +40,7 @@ from sqlalchemy import select
 from orchestrator.hosts.ssh.client import SSHTarget, connect
 from orchestrator.hosts.ssh.openssh import ssh_argv
 from orchestrator.store import ProjectStore
+from orchestrator.transfer import protocol
 from orchestrator.transfer import stager as stager_module
 from orchestrator.transfer.errors import TransferError
 from orchestrator.transfer.ledger import FILES, RECORDS
@@ -124,7 +127,7 @@ def kill_helpers(sshd: PrivateSshd, mode: str) -> list[int]:
 def remote_dir(sshd: PrivateSshd) -> Iterator[Path]:
     """The host's work dir: owned by the SSH user, only ever reached over SSH by the stager."""
     path = Path(tempfile.mkdtemp(prefix="orch-retry-work-", dir="/tmp"))
-    shutil.chown(path, sshd.target.user)
+    shutil.chown(path, sshd.target.login)
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -158,14 +161,45 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def records(store: ProjectStore) -> list[dict[str, object]]:
+def records(store: ProjectStore) -> list[dict[str, Any]]:
     with store.engine.connect() as conn:
         return [dict(r) for r in conn.execute(select(RECORDS).order_by(RECORDS.c.id)).mappings()]
 
 
-def ledger(store: ProjectStore) -> dict[str, dict[str, object]]:
+def ledger(store: ProjectStore) -> dict[str, dict[str, Any]]:
     with store.engine.connect() as conn:
         return {r["remote_path"]: dict(r) for r in conn.execute(select(FILES)).mappings()}
+
+
+class PartialWatcher:
+    """Kills the ``mode`` helpers below our sshd (or runs ``action``) each time the partial copy
+    ``partial`` has grown by ``step`` bytes since the last kill (at most ``times`` kills), from a
+    thread polling every 2 ms: the kill lands mid-stream however fast or slow the machine is."""
+
+    def __init__(self, sshd: PrivateSshd, mode: str, partial: Path, step: int, times: int = 1,
+                 action: Callable[[], bool] | None = None) -> None:
+        self.partial, self.step, self.times = partial, step, times
+        self.action = action or (lambda: bool(kill_helpers(sshd, mode)))
+        self.kills: list[int] = []  # the partial copy's size at each kill
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="partial-watcher")
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.002) and len(self.kills) < self.times:
+            try:
+                have = self.partial.stat().st_size
+            except FileNotFoundError:
+                continue
+            if have >= (self.kills[-1] if self.kills else 0) + self.step and self.action():
+                self.kills.append(have)
+
+    def __enter__(self) -> PartialWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
 
 
 class KillOnce:
@@ -189,22 +223,21 @@ def test_a_helper_killed_mid_upload_is_resumed_by_the_retry(sshd: PrivateSshd, s
                                                              remote_dir: Path, tmp_path: Path, bulk: str,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stager_module, "OPENSSH_MIN_BYTES", LARGE)
-    size = 64 * MIB
+    size = 128 * MIB
     source = tmp_path / "proj" / "particles.mrcs"
     expected = big_file(source, size)
-    callback = KillOnce(sshd, "recv", lambda p: p.bytes_done > size // 3)
-    seen, at_kill = callback.seen, callback.at_kill
+    seen: list[Progress] = []
     run = store.runs.create("refine", {})
-    with make_stager(store, sshd.target, bulk=bulk, retries=2, progress=callback) as stager:
+    with make_stager(store, sshd.target, bulk=bulk, retries=2, progress=seen.append) as stager, \
+            PartialWatcher(sshd, "recv", remote_dir / "particles.mrcs.orch-part", size // 3) as watcher:
         report = stager.stage_in(run.id, [source], str(remote_dir), base=source.parent, step_id=3)
-    assert at_kill, "the helper was never killed: the test did not interrupt anything"
+    assert watcher.kills, "the helper was never killed: the test did not interrupt anything"
     arrived = remote_dir / "particles.mrcs"
     assert digest(arrived) == expected and arrived.stat().st_size == size
     assert not list(remote_dir.glob("*.orch-part*"))
     (row,) = records(store)  # one row per file, whatever the attempts
     assert row["state"] == "done" and row["bytes_done"] == size and row["error"] is None
-    assert 0 < row["resumed_from"] < size  # the retry went on from the partial copy...
-    assert row["resumed_from"] <= at_kill[0].bytes_done + 8 * MIB  # ...which holds what arrived before the kill
+    assert watcher.kills[0] <= row["resumed_from"] < size  # the retry went on from the partial copy
     assert row["method"] == f"stream/{bulk}" and row["sha256"] == expected
     assert report.sent == (str(source),) and report.bytes_sent == size - row["resumed_from"]
     entry = ledger(store)[str(arrived)]
@@ -217,50 +250,77 @@ def test_a_helper_killed_mid_download_is_resumed_by_the_retry(sshd: PrivateSshd,
                                                                remote_dir: Path, tmp_path: Path, bulk: str,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stager_module, "OPENSSH_MIN_BYTES", LARGE)
-    size = 64 * MIB
+    size = 128 * MIB
     produced = remote_dir / "out" / "volume.mrc"
     expected = big_file(produced, size)
-    shutil.chown(produced.parent, sshd.target.user)
-    shutil.chown(produced, sshd.target.user)
-    callback = KillOnce(sshd, "send", lambda p: p.bytes_done > size // 3)
-    seen, at_kill = callback.seen, callback.at_kill
-    with make_stager(store, sshd.target, bulk=bulk, retries=2, progress=callback) as stager:
-        report = stager.stage_out(None, [str(produced)], tmp_path / "back")
-    assert at_kill, "the helper was never killed: the test did not interrupt anything"
-    fetched = tmp_path / "back" / "volume.mrc"
-    assert digest(fetched) == expected and not list((tmp_path / "back").glob("*.orch-part*"))
+    shutil.chown(produced.parent, sshd.target.login)
+    shutil.chown(produced, sshd.target.login)
+    seen: list[Progress] = []
+    back = tmp_path / "back"
+    with make_stager(store, sshd.target, bulk=bulk, retries=2, progress=seen.append) as stager, \
+            PartialWatcher(sshd, "send", back / "volume.mrc.orch-part", size // 3) as watcher:
+        report = stager.stage_out(None, [str(produced)], back)
+    assert watcher.kills, "the helper was never killed: the test did not interrupt anything"
+    assert digest(back / "volume.mrc") == expected and not list(back.glob("*.orch-part*"))
     (row,) = records(store)
-    assert row["state"] == "done" and row["direction"] == "out" and 0 < row["resumed_from"] < size
+    assert row["state"] == "done" and row["direction"] == "out" and watcher.kills[0] <= row["resumed_from"] < size
     assert row["method"] == f"stream/{bulk}" and row["bytes_done"] == size and row["sha256"] == expected
     assert report.sent == (str(produced),) and report.bytes_sent == size - row["resumed_from"]
     assert ledger(store)[str(produced)]["sha256"] == expected
-    assert seen[-1].bytes_done == size
+    assert seen[-1].finished and seen[-1].bytes_done == size
+
+
+@pytest.mark.parametrize("bulk", ["paramiko", "openssh"])
+def test_a_server_restarted_mid_upload_is_reconnected_and_resumed(sshd: PrivateSshd, store: ProjectStore,
+                                                                  remote_dir: Path, tmp_path: Path, bulk: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole sshd (and every session) killed mid-stream and started again, as after a host's
+    reboot or a network cut: the retries of the same call reconnect (a fresh pooled connection,
+    a new ``ssh``) and resume from the partial copy."""
+    monkeypatch.setattr(stager_module, "OPENSSH_MIN_BYTES", LARGE)
+    size = 128 * MIB
+    source = tmp_path / "proj" / "particles.mrcs"
+    expected = big_file(source, size)
+
+    def restart_the_server() -> bool:
+        for pid in [sshd.master_pid, *_descendants(sshd.master_pid)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+        _sshd(sshd.root, "start")  # same host key, same port
+        return True
+
+    with make_stager(store, sshd.target, bulk=bulk, retries=4, retry_delay_s=0.5) as stager, \
+            PartialWatcher(sshd, "recv", remote_dir / "particles.mrcs.orch-part", size // 3,
+                           action=restart_the_server) as watcher:
+        report = stager.stage_in(None, [source], str(remote_dir), base=source.parent)
+    assert watcher.kills, "the server was never killed: the test did not interrupt anything"
+    assert digest(remote_dir / "particles.mrcs") == expected
+    (row,) = records(store)
+    assert row["state"] == "done" and watcher.kills[0] <= row["resumed_from"] < size
+    assert row["method"] == f"stream/{bulk}" and report.bytes_sent == size - row["resumed_from"]
+    assert ledger(store)[str(remote_dir / "particles.mrcs")]["sha256"] == expected
 
 
 def test_a_spent_retry_budget_fails_the_file_and_a_later_call_resumes_it(sshd: PrivateSshd, store: ProjectStore,
                                                                          remote_dir: Path, tmp_path: Path) -> None:
-    size = 48 * MIB
+    size = 128 * MIB
     source = tmp_path / "proj" / "stack.mrcs"
     expected = big_file(source, size)
-    kills: list[int] = []
-
-    def kill_every_attempt(progress: Progress) -> None:
-        # each attempt resumes further on: kill it once it has moved a few MiB past the last kill
-        if not progress.finished and progress.bytes_done > (kills[-1] if kills else 0) + 6 * MIB:
-            if kill_helpers(sshd, "recv"):
-                kills.append(progress.bytes_done)
-
-    with make_stager(store, sshd.target, bulk="paramiko", retries=1, progress=kill_every_attempt) as stager:
+    partial = remote_dir / "stack.mrcs.orch-part"
+    with make_stager(store, sshd.target, bulk="paramiko", retries=1) as stager, \
+            PartialWatcher(sshd, "recv", partial, 16 * MIB, times=2) as watcher:
         with pytest.raises(TransferError) as caught:
             stager.stage_in(None, [source], str(remote_dir), base=source.parent)
-    assert len(kills) == 2  # the first attempt and its one retry
+    assert len(watcher.kills) == 2  # the first attempt and its one retry, each killed mid-stream
     assert "1 of 1 files could not be moved" in str(caught.value) and "connection lost" in str(caught.value)
     (failed,) = records(store)
     assert failed["state"] == "failed" and "connection lost" in str(failed["error"])
     assert ledger(store) == {}  # nothing the host holds unverified
     assert not (remote_dir / "stack.mrcs").exists()
-    kept = (remote_dir / "stack.mrcs.orch-part").stat().st_size
-    assert 0 < kept < size
+    kept = partial.stat().st_size
+    assert watcher.kills[1] <= kept < size
 
     with make_stager(store, sshd.target, bulk="paramiko") as stager:
         report = stager.stage_in(None, [source], str(remote_dir), base=source.parent)
@@ -282,12 +342,38 @@ def small_files(folder: Path, count: int, size: int) -> dict[str, str]:
     return sums
 
 
+@dataclass
+class BatchTry:
+    asked: set[str]  # remote paths this try was given
+    confirmed: set[str]  # those the other side confirmed (verified)
+    interrupted: bool
+
+
+class BatchTries:
+    """Records each try of a batch (the real protocol function runs): which files it was given
+    and which it moved, to show that a retry is given exactly what the last try left."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+        self.tries: list[BatchTry] = []
+        real = getattr(protocol, name)
+        upload = name == "upload_batch"
+
+        def spy(start: protocol.Starter, python: str, where: str, files: list[tuple[Any, Any]],
+                *rest: Any) -> protocol.BatchOutcome:
+            outcome = real(start, python, where, files, *rest)
+            self.tries.append(BatchTry({str(pair[1] if upload else pair[0]) for pair in files},
+                                       {m.remote for m in outcome.moved}, outcome.interrupted is not None))
+            return outcome
+
+        monkeypatch.setattr(protocol, name, spy)
+
+
 @pytest.mark.parametrize("bulk", ["paramiko", "openssh"])
 def test_an_interrupted_batch_sends_only_the_unconfirmed_files_again(sshd: PrivateSshd, store: ProjectStore,
                                                                      remote_dir: Path, tmp_path: Path, bulk: str,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stager_module, "OPENSSH_MIN_BYTES", 0)  # the batch through `ssh` in the openssh case
-    count, size = 600, 40_000
+    count, size = 1000, 20_000
     movies = tmp_path / "proj" / "movies"
     sums = small_files(movies, count, size)
     inodes_at_kill: dict[str, int] = {}
@@ -300,11 +386,15 @@ def test_an_interrupted_batch_sends_only_the_unconfirmed_files_again(sshd: Priva
 
     callback = KillOnce(sshd, "recv-batch", snapshot)
     seen, at_kill = callback.seen, callback.at_kill
+    batches = BatchTries(monkeypatch, "upload_batch")
     with make_stager(store, sshd.target, bulk=bulk, parallel=1, retries=2, progress=callback) as stager:
         report = stager.stage_in(None, [movies], str(remote_dir), base=movies.parent)
     assert at_kill, "the batch's helper was never killed: the test did not interrupt anything"
     confirmed_at_kill = at_kill[0].files_done
-    assert confirmed_at_kill < count
+    first, again = batches.tries  # the interrupted try, and one retry
+    assert first.interrupted and not again.interrupted and len(first.asked) == count
+    assert confirmed_at_kill <= len(first.confirmed) < count
+    assert again.asked == first.asked - first.confirmed == again.confirmed  # exactly what was not confirmed
 
     arrived = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (remote_dir / "movies").iterdir()}
     assert arrived == sums  # every file, verified, and no temporary file left behind
@@ -320,6 +410,46 @@ def test_an_interrupted_batch_sends_only_the_unconfirmed_files_again(sshd: Priva
     entries = ledger(store)
     assert {Path(p).name: e["sha256"] for p, e in entries.items()} == sums
     assert seen[-1].finished and seen[-1].files_done == count and seen[-1].bytes_done == count * size
+
+
+@pytest.mark.parametrize("bulk", ["paramiko", "openssh"])
+def test_an_interrupted_batch_of_outputs_fetches_only_the_missing_ones_again(
+        sshd: PrivateSshd, store: ProjectStore, remote_dir: Path, tmp_path: Path, bulk: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stager_module, "OPENSSH_MIN_BYTES", 0)
+    count, size = 1000, 20_000
+    outputs = remote_dir / "out"
+    sums = small_files(outputs, count, size)
+    for path in [outputs, *outputs.iterdir()]:
+        shutil.chown(path, sshd.target.login)
+    back = tmp_path / "back"
+    inodes_at_kill: dict[str, int] = {}
+
+    def snapshot(progress: Progress) -> bool:
+        if progress.files_done < 100:
+            return False
+        inodes_at_kill.update({p.name: p.stat().st_ino for p in back.glob("mic_*.mrc")})
+        return True
+
+    callback = KillOnce(sshd, "send-batch", snapshot)
+    batches = BatchTries(monkeypatch, "download_batch")
+    with make_stager(store, sshd.target, bulk=bulk, parallel=1, retries=2, progress=callback) as stager:
+        report = stager.stage_out(None, [str(outputs)], back, remote_base=str(outputs))
+    assert callback.at_kill, "the batch's helper was never killed: the test did not interrupt anything"
+    confirmed_at_kill = callback.at_kill[0].files_done
+    first, again = batches.tries  # the interrupted try, and one retry
+    assert first.interrupted and not again.interrupted and len(first.asked) == count
+    assert confirmed_at_kill <= len(first.confirmed) < count
+    assert again.asked == first.asked - first.confirmed == again.confirmed  # exactly what was not fetched
+    assert {p.name: digest(p) for p in back.iterdir()} == sums  # every file, verified, nothing else
+    kept = [name for name, inode in inodes_at_kill.items() if (back / name).stat().st_ino == inode]
+    assert confirmed_at_kill <= len(kept) < count  # what had arrived was not fetched again; the rest was
+    rows = records(store)
+    assert len(rows) == count and {r["state"] for r in rows} == {"done"} and {r["direction"] for r in rows} == {"out"}
+    assert {r["method"] for r in rows} == {f"batch/{bulk}"}
+    assert len(report.sent) == count and report.bytes_sent == count * size
+    assert {Path(p).name: e["sha256"] for p, e in ledger(store).items()} == sums
+    assert callback.seen[-1].files_done == count and callback.seen[-1].bytes_done == count * size
 
 
 # ---------------------------------------------------------------------------------- fallback between transports
@@ -368,7 +498,8 @@ def test_a_refused_ssh_client_falls_back_to_paramiko(refusal: str, sshd: Private
     project = tmp_path / "proj"
     sums = small_files(project / "movies", 40, 10_000)
     large = big_file(project / "stack.mrcs", 4 * MIB)
-    with make_stager(store, target, bulk="openssh", parallel=2) as stager:
+    # verify_remote off: no listing goes first, the refusal meets the streams and the batches themselves
+    with make_stager(store, target, bulk="openssh", parallel=2, verify_remote=False) as stager:
         staged = stager.stage_in(None, [project], str(remote_dir), base=project)
         assert len(staged.sent) == 41
         outputs = remote_dir / "out"
@@ -377,7 +508,7 @@ def test_a_refused_ssh_client_falls_back_to_paramiko(refusal: str, sshd: Private
             (outputs / "extra" / f"ctf_{index}.star").write_text(f"data_ {index}\n" * 40)
         volume = big_file(outputs / "volume.mrc", 2 * MIB)
         for path in [outputs, *outputs.rglob("*")]:
-            shutil.chown(path, target.user)
+            shutil.chown(path, target.login)
         fetched = stager.stage_out(None, [str(outputs)], tmp_path / "back", remote_base=str(outputs))
         assert len(fetched.sent) == 6
     assert {p.name: digest(p) for p in (remote_dir / "movies").iterdir()} == sums

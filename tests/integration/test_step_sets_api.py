@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import text
 
 from orchestrator.plugins import discover
 from orchestrator.project import Project
@@ -70,14 +71,15 @@ def test_a_step_reads_a_set_and_registers_sets_through_its_context_only(project:
 def test_a_step_whose_input_set_is_gone_fails_naming_it_and_leaves_no_set(project: Project) -> None:
     source_run = submit(project, "testkit.particles", "particles", count=30, classes=3)
     assert daemon.serve(project, idle_exit_s=0.5, workers=2) == 0
-    with project.open_store() as store:  # the output now names a set that does not exist
-        store.outputs.register(source_run, "particles", "SetOfParticles", value={"set_id": 999_999, "size": 30})
+    with project.open_store() as store, store.engine.begin() as conn:  # the set is gone (deleted by hand)
+        set_id = store.outputs.get(source_run, "particles").value["set_id"]
+        conn.execute(text("DELETE FROM sets WHERE id = :id"), {"id": set_id})
     broken = submit(project, "testkit.select", "broken", particles="particles.particles", class_id=2)
     assert daemon.serve(project, idle_exit_s=0.5, workers=2) == 0
     with project.open_store() as store:
         record = store.runs.get(broken)
         assert record.run_state is RunState.FAILED
-        assert "set 999999 does not exist in the store" in (store.steps.list(broken)[0].error or "")
+        assert f"set {set_id} does not exist in the store" in (store.steps.list(broken)[0].error or "")
         assert store.list_sets(broken) == []
 
 

@@ -67,7 +67,8 @@ def test_eight_writers_lose_nothing(store_url: str) -> None:
         finished = sum(store.steps.counts(r.id).get("finished", 0) for r in runs)
         assert finished == sum(r["steps"] for r in results)
         events = store.events.list()
-        assert len(events) == total_runs * 3 + finished * 2  # created/running/finished + 2 per step
+        # created/queued/running/finished per run, queued/running/finished per step
+        assert len(events) == total_runs * 4 + finished * 3
         pset = store.get_set(set_id)
         assert pset.size == total_items
         data = pset.to_numpy(["id", "micrograph_id"])

@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, settings
 from orchestrator.errors import OrchestratorError
 
 # A few hundred examples per parser keep the whole fuzz set to seconds; ORCH_FUZZ_EXAMPLES
-# asks for a deeper search (e.g. 5000) when a parser changes. No example database: the tests
-# must not leave a .hypothesis folder in the working tree, and a failure prints the example
-# (and a @reproduce_failure blob) anyway.
+# asks for a deeper search (e.g. 5000) when a parser changes. No example database (a failure
+# prints its example and a @reproduce_failure blob), so the .hypothesis folder holds only
+# hypothesis' own caches, which its .gitignore keeps out of git.
 FUZZ = settings(
     max_examples=int(os.environ.get("ORCH_FUZZ_EXAMPLES", "200")),
     deadline=None,

@@ -7,6 +7,7 @@ real size has not confirmed (a header claiming 2^21 x 2^21 x 2^22 voxels costs n
 
 from __future__ import annotations
 
+import re
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +36,8 @@ INT_FIELDS = {
     "mapc": 64, "mapr": 68, "maps": 72, "ispg": 88, "nsymbt": 92, "nversion": 108, "nlabl": 220,
 }
 FLOAT_FIELDS = {"cella.x": 40, "cella.y": 44, "cella.z": 48, "dmin": 76, "dmax": 80, "rms": 216}
+# What an MRC error names: a header field, the sizes the header promises, or the image asked for.
+MRC_PLACE = re.compile(r"header|mode \S+|n[xyz]=|nsymbt|ispg=|image|MRC file")
 MAX_ALLOCATION = 8 * 2**20  # every test file is a few KiB: 8 MiB is far above any honest read
 
 READERS: dict[str, Callable[[Path], Any]] = {
@@ -71,6 +74,8 @@ def _check_readers(path: Path) -> None:
         finally:
             tracemalloc.stop()
         assert peak < MAX_ALLOCATION, f"{name} allocated {peak} bytes for a {path.stat().st_size}-byte file"
+        if isinstance(outcome, MrcFormatError):  # it says which part of the header does not fit
+            assert MRC_PLACE.search(str(outcome)), f"{name}: names no header field or size: {outcome}"
         event(f"{name}: {'refused' if isinstance(outcome, MrcFormatError) else 'read'}")
         if isinstance(outcome, np.ndarray):
             assert outcome.nbytes <= path.stat().st_size, f"{name} returned more data than the file holds"

@@ -131,6 +131,20 @@ def test_a_value_of_5000_digits_is_an_error_naming_the_line_and_key(tmp_path: Pa
     assert isinstance(error, StarFormatError)
 
 
+def test_a_written_infinity_is_kept_and_only_an_overflow_refused(tmp_path: Path) -> None:
+    path = tmp_path / "inf.star"
+    for plain in (True, False):  # the pandas path and our tokenizer (a quoted value elsewhere)
+        other = "a" if plain else "'a b'"
+        path.write_text(f"data_x\nloop_\n_rlnA\n_rlnB\ninf {other}\n-Infinity {other}\n1.5 {other}\n")
+        assert read_star(path)["x"]["rlnA"].tolist() == [np.inf, -np.inf, 1.5]
+        path.write_text(f"data_x\nloop_\n_rlnA\n_rlnB\ninf {other}\n\n-1e999 {other}\n")
+        error = our_error_or_value(lambda: read_star(path), StarFormatError, [str(path), "line 7", "_rlnA", "-1e999"])
+        assert isinstance(error, StarFormatError)
+    path.write_text("data_x\n_rlnA inf\n_rlnB 1e400\n")
+    error = our_error_or_value(lambda: read_star(path), StarFormatError, [str(path), "line 3", "_rlnB"])
+    assert isinstance(error, StarFormatError)
+
+
 # ---------------------------------------------------------------- RELION particle files
 
 OPTICS_LABELS = ["rlnOpticsGroup", "rlnOpticsGroupName", "rlnVoltage", "rlnSphericalAberration",

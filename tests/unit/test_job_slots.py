@@ -24,7 +24,8 @@ def test_batch_jobs_wait_while_the_limit_less_pilots_is_used() -> None:
     slots = JobSlots(3)
     slots._changed = changed = CountingCondition()
     slots.set_pilots(1)
-    release, entered = threading.Event(), []
+    release = threading.Event()
+    entered: list[int] = []
     threads = [_hold_in_thread(slots, release, entered) for _ in range(3)]
     wait_until(lambda: len(entered) == 2 and changed.waiting == 1, "two jobs in, the third waiting for room")
     with changed:  # nothing notifies the waiting thread until a slot frees: this holds for as long as we look

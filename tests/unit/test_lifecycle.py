@@ -139,3 +139,18 @@ def test_a_store_of_schema_1_is_upgraded(store_url: str) -> None:
             assert migrations.stored_version(conn, "x") == migrations.SCHEMA_VERSION
         step = store.steps.list(store.runs.list()[0].id)[0]
         assert step.failed_attempts == 0 and step.proc_start is None
+
+
+def test_host_health_keeps_the_state_since_it_changed(store: ProjectStore) -> None:
+    from orchestrator.store.host_health import HostState
+
+    assert not store.hosts.report("cluster", HostState.OK)  # healthy from the start: not news
+    assert store.hosts.report("cluster", HostState.UNREACHABLE, "squeue: Unable to contact slurm controller")
+    first = store.hosts.get("cluster")
+    assert not store.hosts.report("cluster", HostState.UNREACHABLE, "squeue: still down")
+    again = store.hosts.get("cluster")
+    assert again is not None and first is not None
+    assert (again.state, again.since, again.message) == (HostState.UNREACHABLE, first.since, "squeue: still down")
+    assert again.checked_at >= first.checked_at
+    assert store.hosts.report("cluster", HostState.OK) and store.hosts.get("cluster").state is HostState.OK
+    assert [h.host for h in store.hosts.list()] == ["cluster"]

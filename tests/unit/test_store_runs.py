@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from lifecycle_helpers import put_run
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from orchestrator.errors import NotFoundError, UsageError
-from orchestrator.store import InputLink, ProjectStore, QueuedAttempt, RunState, StepState
+from orchestrator.store import InputLink, ProjectStore, QueuedAttempt, RunOutput, RunState, StepState
 
 
 @pytest.fixture
@@ -54,7 +55,8 @@ def test_steps_transitions_and_counts(store: ProjectStore) -> None:
 def test_outputs_and_provenance(store: ProjectStore) -> None:
     producer = store.runs.create("emtools.extract")
     particles = store.create_set("particles", "Particle", run_id=producer.id)
-    store.outputs.register(producer.id, "particles", "SetOfParticles", set_id=particles.id)
+    put_run(store, producer.id, RunState.RUNNING)
+    assert store.lifecycle.finish_run(producer.id, [RunOutput("particles", "SetOfParticles", set_id=particles.id)])
     consumer = store.runs.create("emtools.refine3d", {"particles": f"{producer.id}.particles"},
                                  inputs=[InputLink("particles", producer.id, "particles")])
     assert store.runs.inputs(consumer.id) == [InputLink("particles", producer.id, "particles")]
@@ -63,8 +65,10 @@ def test_outputs_and_provenance(store: ProjectStore) -> None:
     assert out.set_id == particles.id and out.type_name == "SetOfParticles"
     with pytest.raises(NotFoundError, match="has no output 'volume'; it has: particles"):
         store.outputs.get(producer.id, "volume")
-    # re-registering replaces (re-runs overwrite their outputs)
-    store.outputs.register(producer.id, "particles", "SetOfParticles", value={"note": "rerun"})
+    # a re-run's end replaces its outputs
+    store.lifecycle.restart_run(producer.id)
+    put_run(store, producer.id, RunState.RUNNING)
+    store.lifecycle.finish_run(producer.id, [RunOutput("particles", "SetOfParticles", value={"note": "rerun"})])
     assert [o.value for o in store.outputs.list(producer.id)] == [{"note": "rerun"}]
 
 

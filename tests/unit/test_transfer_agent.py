@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -181,3 +182,24 @@ def test_two_writers_of_one_temporary_file_never_interleave(start: protocol.Star
         first.close()
     local = FileStat.of(tmp_path / "src.mrc")
     assert protocol.upload_file(start, PY, "here", local, str(dest), lambda n: None).size == 10
+
+
+def test_a_batch_removes_what_killed_batches_of_this_host_left(start: protocol.Starter, tmp_path: Path) -> None:
+    """A batch's helper killed mid-file (SIGKILL) leaves ``DEST.orch-part.HOST.PID``; the next batch
+    into that folder removes those whose process is gone, and nothing that may still be written."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid whose process is gone (and reaped)
+    host = socket.gethostname()
+    stale = remote / f"a.bin.orch-part.{host}.{dead.pid}"
+    live = remote / f"b.bin.orch-part.{host}.{os.getpid()}"  # a batch still writing
+    elsewhere = remote / f"c.bin.orch-part.other-node.{dead.pid}"  # another host's, on a shared scratch
+    resumable = remote / "d.bin.orch-part"  # a large file's partial copy, kept for its resume
+    for path in (stale, live, elsewhere, resumable):
+        path.write_bytes(b"partial")
+    local = _data(tmp_path / "new.bin", 1000)
+    outcome = protocol.upload_batch(start, PY, "here", [(local.path, str(remote / "new.bin"))],
+                                    lambda n: None, lambda moved, remote, error: None)
+    assert outcome.interrupted is None and len(outcome.moved) == 1
+    assert sorted(p.name for p in remote.iterdir()) == sorted(["new.bin", live.name, elsewhere.name, resumable.name])

@@ -26,6 +26,7 @@ from orchestrator.hosts.config.model import (
     HostConfig,
     HostKind,
     HostRegistry,
+    LivenessConfig,
     PilotConfig,
     QueueConfig,
     SshConfig,
@@ -41,6 +42,7 @@ from orchestrator.hosts.config.validate import memory as _memory
 from orchestrator.hosts.config.validate import nonempty_str as _nonempty_str
 from orchestrator.hosts.config.validate import one_line_str as _str
 from orchestrator.hosts.config.validate import path_value as _path
+from orchestrator.hosts.config.validate import period as _period
 from orchestrator.hosts.config.validate import program_command as _program_command
 from orchestrator.hosts.config.validate import program_name as _program_name
 from orchestrator.hosts.config.validate import queue_name as _queue_name
@@ -53,7 +55,8 @@ if TYPE_CHECKING:
 HOSTS_FILE_NAME = "hosts.toml"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
-_COMMON_KEYS = {"kind", "description", "work_dir", "env_setup", "ssh", "shared_fs", "path_map", "programs"}
+_COMMON_KEYS = {"kind", "description", "work_dir", "env_setup", "ssh", "shared_fs", "path_map", "programs",
+                "liveness"}
 _MACHINE_KEYS = {"cores", "memory", "gpus", "gpu_type", "gpu_sharing", "workers", "python"}
 _QUEUE_HOST_KEYS = {"queues", "default_queue", "extra_directives", "max_jobs", "template", "pilot",
                     "gpu_sharing", "user"}
@@ -65,7 +68,8 @@ _KEYS_BY_KIND = {
 _QUEUE_KEYS = {"cores", "memory", "gpus", "gpu_type", "walltime", "max_nodes", "gpu_request",
                "memory_request", "extra_directives", "max_jobs"}
 _PILOT_KEYS = {"enabled", "queue", "cores", "memory", "walltime", "processes", "gpus", "min_pilots", "max_pilots",
-               "interface", "extra_directives", "local_directory", "python"}
+               "interface", "extra_directives", "local_directory", "python", "connect_timeout", "connect_failures"}
+_LIVENESS_KEYS = {"unreachable_after", "no_worker_limit", "worker_silence", "lost_job_after"}
 _SSH_KEYS = {"host", "port", "user", "key", "known_hosts"}
 
 
@@ -135,6 +139,8 @@ def _read_pilot(table: _Table | None, queues: Mapping[str, QueueConfig], default
         extra_directives=table.take("extra_directives", (), check=_lines),
         local_directory=table.take("local_directory", None, check=_nonempty_str),
         python=table.take("python", None, check=_nonempty_str),
+        connect_timeout_s=table.take("connect_timeout", PilotConfig.connect_timeout_s, check=_period),
+        connect_failures=table.take("connect_failures", PilotConfig.connect_failures, check=_int(1)),
     )
     if pilot.queue is None:
         pilot = replace(pilot, queue=default_queue)
@@ -152,6 +158,21 @@ def _read_pilot(table: _Table | None, queues: Mapping[str, QueueConfig], default
         table.problem("processes", f"{pilot.processes} does not divide cores ({pilot.cores})")
     table.finish(_PILOT_KEYS)
     return pilot
+
+
+def _read_liveness(table: _Table | None) -> LivenessConfig:
+    """``[hosts.NAME.liveness]``: the grace periods and limits of the scheduler's watch on the host."""
+    if table is None:
+        return LivenessConfig()
+    defaults = LivenessConfig()
+    liveness = LivenessConfig(
+        unreachable_after_s=table.take("unreachable_after", defaults.unreachable_after_s, check=_period),
+        no_worker_s=table.take("no_worker_limit", defaults.no_worker_s, check=_period),
+        worker_silence_s=table.take("worker_silence", defaults.worker_silence_s, check=_period),
+        lost_job_after_s=table.take("lost_job_after", defaults.lost_job_after_s, check=_period),
+    )
+    table.finish(_LIVENESS_KEYS)
+    return liveness
 
 
 def _read_programs(table: _Table | None) -> dict[str, tuple[str, ...]]:
@@ -267,6 +288,7 @@ def _read_host(name: str, data: Any, file: Path, problems: list[str]) -> HostCon
         template=template, pilot=pilot,
         user=table.take("user", None, check=_nonempty_str) if is_queue else None,
         programs=_read_programs(table.table("programs")),
+        liveness=_read_liveness(table.table("liveness")),
     )
     keys = _COMMON_KEYS | _QUEUE_HOST_KEYS if is_queue else _KEYS_BY_KIND[kind]
     table.finish(keys, context=f"for kind {kind!r}")

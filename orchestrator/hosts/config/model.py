@@ -66,6 +66,25 @@ class QueueConfig:
 
 
 @dataclass(frozen=True)
+class LivenessConfig:
+    """``[hosts.NAME.liveness]``: how long the scheduler waits on a host that stopped answering
+    before it says so and fails the steps that wait on it (seconds; see the README's "Nothing
+    stuck"). The defaults suit real sites; tests set short ones."""
+
+    #: queue commands failing, or SSH workers that cannot be restarted, this long: the host is
+    #: reported unreachable (``orch status``, ``orch queue``); its SSH steps then fail
+    unreachable_after_s: float = 120.0
+    #: a step that no worker can take (no worker holds its resources, or there is none) fails
+    #: after this; pilot steps only while no pilot job is queued or running for them
+    no_worker_s: float = 300.0
+    #: an SSH worker not heard from this long is dropped (its step fails and is retried)
+    worker_silence_s: float = 120.0
+    #: a batch job gone from the queue with neither an accounting record nor an exit sentinel
+    #: is failed after this
+    lost_job_after_s: float = 120.0
+
+
+@dataclass(frozen=True)
 class PilotConfig:
     """Pilot workers (dask-jobqueue jobs): the size of one pilot and how many may run."""
 
@@ -84,6 +103,11 @@ class PilotConfig:
     extra_directives: tuple[str, ...] = ()
     local_directory: str | None = None
     python: str | None = None
+    #: a pilot job the queue runs whose dask worker has not connected after this is cancelled
+    connect_timeout_s: float = 180.0
+    #: that many pilots in a row that never connect: the host is reported unreachable and its
+    #: pilot steps fail with the reason
+    connect_failures: int = 3
 
 
 @dataclass(frozen=True)
@@ -120,6 +144,8 @@ class HostConfig:
     #: ``[hosts.NAME.programs]``: how a program starts on this host (argument lists, e.g.
     #: ``mpirun = ("mpirun", "--oversubscribe")``); steps read them with ``ctx.program(name, default)``
     programs: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: ``[hosts.NAME.liveness]``: grace periods and limits of the scheduler's watch on the host
+    liveness: LivenessConfig = field(default_factory=LivenessConfig)
 
     @property
     def is_queue(self) -> bool:
@@ -163,6 +189,7 @@ class HostConfig:
             "extra_directives": list(self.extra_directives), "max_jobs": self.max_jobs,
             "template": self.template, "user": self.user,
             "programs": {name: list(command) for name, command in self.programs.items()},
+            "liveness": dict(vars(self.liveness)),
         }
         if self.ssh:
             data["ssh"] = {"host": self.ssh.host, "port": self.ssh.port, "user": self.ssh.user,

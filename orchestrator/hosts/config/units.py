@@ -51,6 +51,33 @@ def parse_walltime_s(value: int | str) -> int:
     return total
 
 
+_PERIOD = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$", re.IGNORECASE)
+_PERIOD_FACTOR = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_period_s(value: int | float | str) -> float:
+    """A grace period or a limit: ``30`` or ``2.5`` (seconds), ``"30s"``, ``"3m"``, ``"2h"``,
+    ``"1d"``, or a wall time (``"00:03:00"``) -> seconds, more than zero."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a period such as 30s, 3m or 00:03:00, got {value!r}")
+    if isinstance(value, (int, float)):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer of 400 digits
+            raise ValueError(f"expected a period of a sensible length, got {str(value)[:40]}...") from None
+    else:
+        match = _PERIOD.match(str(value).strip())
+        if match:
+            seconds = float(match.group(1)) * _PERIOD_FACTOR[(match.group(2) or "").lower()]
+        elif ":" in str(value):
+            seconds = float(parse_walltime_s(str(value)))
+        else:
+            raise ValueError(f"expected a period such as 30s, 3m or 00:03:00 (or seconds as a number), got {value!r}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"expected a positive period, got {value!r}")
+    return seconds
+
+
 def format_hms(seconds: int) -> str:
     """Seconds -> ``HH:MM:SS`` (hours may exceed 24), as most queue systems take wall times."""
     hours, rest = divmod(int(seconds), 3600)

@@ -13,9 +13,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from orchestrator.hosts.config.units import parse_memory_mb, parse_walltime_s
+from orchestrator.hosts.config.units import parse_memory_mb, parse_period_s, parse_walltime_s
 
 MISSING = object()
+MAX_PERIOD_S = 366 * 86400
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]*$")
 
 
@@ -129,6 +130,16 @@ def walltime(value: Any) -> int:
     seconds = parse_walltime_s(value)
     if seconds > MAX_WALLTIME_S:
         raise ValueError(f"must be at most {MAX_WALLTIME_S} seconds (a century), got {value!r}")
+    return seconds
+
+
+def period(value: Any) -> float:
+    """A grace period or a limit (``30s``, ``3m``, ``00:03:00``, or seconds as a number), at most a year."""
+    if isinstance(value, str):
+        _short_text(value, "a period such as 3m")
+    seconds = parse_period_s(value)
+    if seconds > MAX_PERIOD_S:
+        raise ValueError(f"must be at most {MAX_PERIOD_S} seconds (a year), got {value!r}")
     return seconds
 
 

@@ -9,11 +9,19 @@ What lives here once, for every queue system:
   after a failed query, a backoff from ``fast_s`` doubling up to ``max_s``.
 - **Transient failures**: a status command that fails or times out (controller restarting)
   changes nothing: no job is marked failed because the queue did not answer.
+  ``stats.failing_since`` says since when the queue has not answered (None while it does):
+  the scheduler reports the host unreachable once that lasts past its grace period
+  (``[hosts.X.liveness] unreachable_after``).
 - **Reconciliation**: a job that ended (the queue says so, or it left the listing) is settled
   from the queue's accounting (``sacct``, ``qacct``, ``qstat -x``), with the exit code from the
   ``exit_code`` sentinel its script writes. A job that left the queue is never assumed done:
-  without an accounting record or a sentinel it stays open, and after ``lost_after_s`` it is
-  failed as lost. A job whose cancel we asked for ends CANCELLED unless it had finished.
+  without an accounting record or a sentinel it stays open, and after ``lost_after_s``
+  (``[hosts.X.liveness] lost_job_after``) it is settled FAILED as lost, at the first poll after
+  that (polls are ``fast_s`` apart while a job is gone). A job whose cancel we asked for ends
+  CANCELLED unless it had finished.
+- **Pilot jobs** may be watched too (``watch(job_id, pilot=True)``), so that the executor
+  knows when the queue runs them; they share the one status query, and :meth:`snapshot`
+  leaves them out unless asked (they are not the host's batch jobs).
 
 ``wait(job_id)`` blocks until a job is settled; listeners hear of every change (the batch
 module uses one to wake dask tasks in other processes).
@@ -57,6 +65,10 @@ class PollerStats:
     accounting_queries: int = 0
     last_error: str | None = None
     last_poll_s: float | None = None
+    #: when the current run of failed status queries began (the poller's clock); None: it answers
+    failing_since: float | None = None
+    #: when a status query last answered (the poller's clock)
+    last_answer_s: float | None = None
 
 
 @dataclass
@@ -70,6 +82,7 @@ class _Watched:
     gone_since: float | None = None
     ended_since: float | None = None
     final: bool = False
+    pilot: bool = False
 
 
 Listener = Callable[[JobStatus], None]
@@ -106,12 +119,13 @@ class QueuePoller:
 
     # -- what the scheduler calls --
 
-    def watch(self, job_id: str, job_dir: str | None = None) -> None:
-        """Start following ``job_id``; ``job_dir`` is where its script writes ``exit_code``."""
+    def watch(self, job_id: str, job_dir: str | None = None, *, pilot: bool = False) -> None:
+        """Start following ``job_id``; ``job_dir`` is where its script writes ``exit_code``;
+        ``pilot``: a pilot job (left out of :meth:`snapshot` unless asked for)."""
         now = self.clock()
         with self._cond:
             self._jobs[job_id] = _Watched(job_id, self.backend.match_key(job_id), job_dir, now,
-                                          JobStatus(job_id, JobState.PENDING, reason="submitted"))
+                                          JobStatus(job_id, JobState.PENDING, reason="submitted"), pilot=pilot)
             self._interval = self.settings.fast_s
             self._cond.notify_all()
         self._wake.set()
@@ -125,9 +139,10 @@ class QueuePoller:
             watched = self._jobs.get(job_id)
             return watched.status if watched else None
 
-    def snapshot(self) -> dict[str, JobStatus]:
+    def snapshot(self, *, pilots: bool = False) -> dict[str, JobStatus]:
+        """The status of every watched batch job (of the pilot jobs instead, with ``pilots``)."""
         with self._cond:
-            return {job_id: w.status for job_id, w in self._jobs.items()}
+            return {job_id: w.status for job_id, w in self._jobs.items() if w.pilot == pilots}
 
     def add_listener(self, listener: Listener) -> None:
         """``listener(status)`` is called (from the polling thread) on every change."""
@@ -231,12 +246,16 @@ class QueuePoller:
             self._failures += 1
             self.stats.status_failures += 1
             self.stats.last_error = str(exc)
+            if self.stats.failing_since is None:
+                self.stats.failing_since = self.stats.last_poll_s
             log.warning("status query on host %s failed (%s); nothing changes until it answers",
                         self.backend.host.name, exc)
             return []
         recovered = self._failures > 0
         self._failures = 0
         now = self.clock()
+        self.stats.failing_since = None
+        self.stats.last_answer_s = now
         by_key = {self.backend.match_key(job_id): status for job_id, status in listing.items()}
         changes: list[JobStatus] = []
         endings: list[_Ending] = []

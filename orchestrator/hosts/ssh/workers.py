@@ -6,8 +6,17 @@ on its loopback interface:
 - each worker reaches the scheduler through a remote forward (``ssh -R``): the host's
   ``127.0.0.1:<R>`` leads back to the scheduler's port here;
 - the scheduler and clients reach each worker through a local forward (``ssh -L``): the
-  worker listens on the host's ``127.0.0.1:<W>`` and advertises ``tcp://127.0.0.1:<L>``, a
+  worker listens on the host's ``127.0.0.1:<W>`` and advertises ``tls://127.0.0.1:<L>``, a
   port on this machine that leads to it.
+
+Those loopback ports are open to every user of either machine, so the dask traffic inside the
+forwards is TLS, end to end between the scheduler (or another worker) here and the worker
+there, with the project's credentials (:mod:`orchestrator.security`): a connection without a
+certificate of the project is refused at either end. The worker's credentials travel as the
+first line of its own SSH channel's stdin and live only in the worker's memory
+(:data:`~orchestrator.hosts.ssh.worker_scripts.WRAPPER`): nothing is written on the host, and
+nothing is left there when the workers stop, however they stop. Each worker's HTTP endpoint
+(dask's metrics) listens on the host's loopback only.
 
 A consequence the caller must respect: the workers of the group cannot reach other workers
 (theirs or this machine's), only the scheduler. Data may flow from an SSH worker to a worker
@@ -45,6 +54,7 @@ from orchestrator.hosts.ssh.client import (
     connect,
 )
 from orchestrator.hosts.ssh.worker_scripts import PROBE, WRAPPER
+from orchestrator.security import LOOPBACK_HTTP, WorkerTLSPem
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +97,12 @@ class RemoteWorker:
     process: ChannelProcess
     wrapper_pid: int | None = None
     worker_pid: int | None = None
+    protocol: str = "tls"
 
     @property
     def address(self) -> str:
         """The address the scheduler knows the worker by (a port of this machine)."""
-        return f"tcp://127.0.0.1:{self.forward.port}"
+        return f"{self.protocol}://127.0.0.1:{self.forward.port}"
 
     @property
     def running(self) -> bool:
@@ -103,13 +114,26 @@ def _tail(text: str, lines: int = STDERR_TAIL_LINES) -> str:
     return "\n".join(kept) if kept else "(nothing on stderr)"
 
 
-def _scheduler_endpoint(address: str) -> tuple[str, int]:
+def _scheduler_endpoint(address: str) -> tuple[str, str, int]:
+    """(protocol, host, port) of a scheduler that SSH workers can reach through a forward."""
     parts = urlsplit(address)
-    if parts.scheme != "tcp" or parts.port is None or not parts.hostname:
+    if parts.scheme not in ("tls", "tcp") or parts.port is None or not parts.hostname:
         raise SSHWorkerError(
-            f"scheduler address {address!r}: SSH workers need a TCP scheduler (tcp://HOST:PORT); "
-            f"start the LocalCluster with protocol='tcp' (processes=False defaults to inproc://)")
-    return parts.hostname, parts.port
+            f"scheduler address {address!r}: SSH workers need a scheduler on a socket (tls://HOST:PORT); "
+            f"start the LocalCluster with protocol='tls' and the project's security (protocol='tcp' for a plain "
+            f"one, without TLS); processes=False defaults to inproc://")
+    return parts.scheme, parts.hostname, parts.port
+
+
+def _credentials_line(host: HostConfig, protocol: str, tls: WorkerTLSPem | None) -> bytes:
+    """The first line of each worker's stdin: its TLS credentials, or ``{}`` for a plain TCP scheduler."""
+    if protocol == "tls" and tls is None:
+        raise SSHWorkerError(f"host {host.name!r}: the scheduler speaks TLS; the workers need its credentials "
+                             "(tls=ProjectTLS.worker_pem())")
+    if protocol == "tcp" and tls is not None:
+        raise SSHWorkerError(f"host {host.name!r}: TLS credentials given for a plain TCP scheduler; start the "
+                             "scheduler with protocol='tls' and the project's security")
+    return (json.dumps(tls.as_dict() if tls is not None else {}) + "\n").encode()
 
 
 def _remote_shell(host: HostConfig, argv: Sequence[str]) -> list[str]:
@@ -304,12 +328,13 @@ def _local_forwards(conn: SSHConnection, remote_ports: Sequence[int], avoid: set
     return forwards
 
 
-def _worker_argv(python: str, scheduler_port: int, name: str, listen: int, contact: int,
+def _worker_argv(python: str, protocol: str, scheduler_port: int, name: str, listen: int, contact: int,
                  resources: Mapping[str, float] | None, local_directory: str | None,
                  death_timeout_s: float) -> list[str]:
-    argv = [python, "-c", WRAPPER, str(_STOP_GRACE_S), f"tcp://127.0.0.1:{scheduler_port}",
-            "--name", name, "--nthreads", "1", "--no-nanny", "--no-dashboard",
-            "--listen-address", f"tcp://127.0.0.1:{listen}", "--contact-address", f"tcp://127.0.0.1:{contact}",
+    argv = [python, "-c", WRAPPER, str(_STOP_GRACE_S), f"{protocol}://127.0.0.1:{scheduler_port}",
+            "--name", name, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--dashboard-address", LOOPBACK_HTTP,
+            "--listen-address", f"{protocol}://127.0.0.1:{listen}",
+            "--contact-address", f"{protocol}://127.0.0.1:{contact}",
             # Steps are whole programs whose memory the host's declared memory governs; dask's
             # pause/spill thresholds are for dask's own data and would only stall them.
             "--memory-limit", "0", "--death-timeout", str(int(death_timeout_s))]
@@ -342,9 +367,14 @@ def _read_pids(host: HostConfig, worker: RemoteWorker, timeout: float) -> None:
 def start_ssh_workers(host: HostConfig, scheduler_address: str, *, workers: int = 1,
                       resources: dict[str, float] | None = None, python: str | None = None,
                       name_prefix: str | None = None, require: Sequence[str] = ("orchestrator",),
-                      local_directory: str | None = None, death_timeout_s: float = 60.0) -> SSHWorkerGroup:
+                      local_directory: str | None = None, death_timeout_s: float = 60.0,
+                      tls: WorkerTLSPem | None = None) -> SSHWorkerGroup:
     """Start ``workers`` dask workers (one thread each) on ``host``, attached to the scheduler at
-    ``scheduler_address`` (a ``tcp://`` address of this machine) through one SSH connection.
+    ``scheduler_address`` (a ``tls://`` address of this machine) through one SSH connection.
+
+    ``tls`` are the workers' credentials (:meth:`orchestrator.security.ProjectTLS.worker_pem`),
+    required for a ``tls://`` scheduler, the one the SSH executor starts; a ``tcp://`` scheduler
+    (tests of the forwarding itself) gets workers without TLS, open to every user of the host.
 
     ``resources`` become each worker's dask resources; ``python`` is the host's interpreter
     (default: the host's pilot python, else ``python3``), which must import ``distributed``
@@ -354,7 +384,8 @@ def start_ssh_workers(host: HostConfig, scheduler_address: str, *, workers: int 
     """
     if workers < 1:
         raise SSHWorkerError(f"host {host.name!r}: asked for {workers} workers; at least one is needed")
-    scheduler_host, scheduler_port = _scheduler_endpoint(scheduler_address)
+    protocol, scheduler_host, scheduler_port = _scheduler_endpoint(scheduler_address)
+    credentials = _credentials_line(host, protocol, tls)
     interpreter = remote_python(host, python)
     prefix = name_prefix or f"{host.name}-ssh"
     conn = _connect(host)
@@ -371,13 +402,18 @@ def start_ssh_workers(host: HostConfig, scheduler_address: str, *, workers: int 
         forwards = _local_forwards(conn, remote_ports, {*remote_ports, scheduler_forward.port})
         for index, (remote_port, forward) in enumerate(zip(remote_ports, forwards, strict=True)):
             name = f"{prefix}-{index}"
-            argv = _worker_argv(interpreter, scheduler_forward.port, name, remote_port, forward.port, resources,
-                                local_directory, death_timeout_s)
+            argv = _worker_argv(interpreter, protocol, scheduler_forward.port, name, remote_port, forward.port,
+                                resources, local_directory, death_timeout_s)
             try:
                 process = conn.start(_remote_shell(host, argv), idle_timeout=None)
             except SSHError as exc:
                 raise SSHWorkerStartError(f"host {host.name!r}: cannot start dask worker {name}: {exc}") from exc
-            started.append(RemoteWorker(name, remote_port, forward, process))
+            started.append(RemoteWorker(name, remote_port, forward, process, protocol=protocol))
+            try:
+                process.write(credentials)
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                raise SSHWorkerStartError(f"host {host.name!r}: cannot hand dask worker {name} its credentials: "
+                                          f"{exc}; stderr:\n{_tail(process.stderr_text())}") from exc
         for worker in started:
             _read_pids(host, worker, timeout=60.0)
     except BaseException:

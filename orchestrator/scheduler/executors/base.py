@@ -90,12 +90,13 @@ def host_path_map(host: HostConfig, project_dir: Path) -> PathMap:
 
 def drain_announcements(announced: queue.Queue[dict[str, Any]]) -> list[tuple[int, int, dict[str, Any]]]:
     """(step id, attempt, start fields) of the "it started" events a host's workers sent."""
-    found = []
+    found: list[tuple[int, int, dict[str, Any]]] = []
     while True:
         try:
             msg = announced.get_nowait()
         except queue.Empty:
             return found
-        fields = {k: msg[k] for k in ("worker", "pid", "proc_start", "host", "gpus", "job_id") if k in msg}
+        fields: dict[str, Any] = {k: msg[k] for k in ("worker", "pid", "proc_start", "host", "gpus", "job_id")
+                                  if k in msg}
         fields["started_at"] = datetime.fromisoformat(msg["started_at"])
         found.append((int(msg["step_id"]), int(msg["attempt"]), fields))

@@ -2,22 +2,35 @@
 
 One thread per worker process so that a step owns its process: its output redirection,
 its ``CUDA_VISIBLE_DEVICES`` and, on cancel, its process tree. Each worker advertises
-``cpus`` (and ``gpus`` when configured) as dask resources, and steps are submitted with
+``cpus`` (and ``gpus`` when it holds some) as dask resources, and steps are submitted with
 their declared needs, so dask never places more work on a worker than it holds.
+
+The cluster's shape is a :class:`~orchestrator.hosts.local_host.LocalHostSpec`: in the
+scheduler daemon, the project's ``[hosts.local]`` section (or the built-in host) resolved by
+:class:`ConfiguredLocalHost` when a local run first starts: workers, their share of cores and
+memory, the GPUs dealt to them (each GPU worker has its own in ``CUDA_VISIBLE_DEVICES``, the
+pool its steps lease from), the ``env_setup`` environment. Runs are checked against the same
+spec (:func:`orchestrator.hosts.fit.check_local_steps`) as at submit.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import dask
 from distributed import Client, Future, LocalCluster
 from distributed.security import Security
 
+from orchestrator.hosts import fit
+from orchestrator.hosts.config.loader import load_hosts
+from orchestrator.hosts.config.model import LOCAL_HOST
+from orchestrator.hosts.env_setup import environment_after
+from orchestrator.hosts.errors import HostError
+from orchestrator.hosts.local_host import LocalHostSpec, local_host_spec
 from orchestrator.protocol import Step, StepGraph
 from orchestrator.scheduler.executors.base import HostExecutor, HostUnusable
 from orchestrator.security import LOOPBACK_HTTP
@@ -26,26 +39,23 @@ from orchestrator.worker.gpus import run_gpu_step_task
 from orchestrator.worker.processes import StepProcesses, step_token
 from orchestrator.worker.runtime import StepPayload, run_step_task
 
+__all__ = ["ConfiguredLocalHost", "LocalExecutor", "LocalHostSpec", "resolve_local_host", "start_local_cluster"]
+
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class LocalHostSpec:
-    workers: int = max(1, os.cpu_count() or 1)
-    cpus_per_worker: int = 1
-    gpus_per_worker: int = 0
-    memory_limit: str | None = None
-
-
-def worker_resources(spec: LocalHostSpec) -> dict[str, float]:
-    resources: dict[str, float] = {"cpus": float(spec.cpus_per_worker)}
-    if spec.gpus_per_worker:
-        resources["gpus"] = float(spec.gpus_per_worker)
-    return resources
+#: how long the local cluster's workers may take to start and connect
+WORKERS_START_TIMEOUT_S = 120.0
 
 
 def start_local_cluster(spec: LocalHostSpec, security: Security | None = None) -> tuple[LocalCluster, Client]:
-    """Start the cluster and a client; a dead worker fails its task at once (we retry it).
+    """Start the cluster ``spec`` lays out and a client; a dead worker fails its task at once (we retry it).
+
+    Worker ``i`` is a nanny-managed process of one thread with ``spec.resources_of(i)`` as its
+    dask resources and ``spec.env_of(i)`` added to its environment (its GPUs, the env_setup
+    variables), ``spec.memory_per_worker_mb`` its memory limit. LocalCluster makes all its
+    workers alike, so it starts with none and each worker's spec is written into
+    ``cluster.worker_spec`` (the options LocalCluster gives its workers, plus those) before
+    ``scale`` starts them.
 
     Everything listens on loopback and speaks TLS with ``security`` (the project's credentials,
     :meth:`orchestrator.security.ProjectTLS.cluster_security`); without it, with credentials
@@ -53,32 +63,111 @@ def start_local_cluster(spec: LocalHostSpec, security: Security | None = None) -
     with dask.config.set({"distributed.scheduler.allowed-failures": 0,
                           "distributed.worker.daemon": False,
                           "distributed.admin.tick.limit": "10s"}):
-        cluster = LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True,
-                               resources=worker_resources(spec), protocol="tls://", host="127.0.0.1",
+        memory_limit = spec.memory_per_worker_mb * 2**20 if spec.memory_per_worker_mb else 0
+        cluster = LocalCluster(n_workers=0, threads_per_worker=1, processes=True,
+                               protocol="tls://", host="127.0.0.1",
                                security=security or Security.temporary(), dashboard_address=LOOPBACK_HTTP,
-                               memory_limit=spec.memory_limit or 0, silence_logs=logging.CRITICAL)
-        client = Client(cluster, set_as_default=False)
+                               memory_limit=memory_limit, silence_logs=logging.CRITICAL)
+        try:
+            template = cluster.new_spec
+            for i in range(spec.workers):
+                options = {**template["options"], "resources": spec.resources_of(i), "env": spec.env_of(i)}
+                cluster.worker_spec[i] = {"cls": template["cls"], "options": options}
+            cluster.scale(spec.workers)
+            client = Client(cluster, set_as_default=False)
+            # inside the config block: the workers' nannies copy dask's config when they start
+            client.wait_for_workers(spec.workers, timeout=WORKERS_START_TIMEOUT_S)
+        except BaseException:
+            cluster.close()
+            raise
     return cluster, client
+
+
+def resolve_local_host(project_dir: Path, workers: int | None = None) -> LocalHostSpec:
+    """The local host as the project's hosts files configure it (``[hosts.local]``, else the
+    built-in host), on this machine: GPUs found, ``env_setup`` run once (its variables go to
+    every worker; variables it unsets cannot be, and are logged). ``workers`` (``orch daemon
+    --workers``) overrides the host's."""
+    host = load_hosts(project_dir).get(LOCAL_HOST.name)
+    spec = local_host_spec(host, workers=workers)
+    if host.env_setup:
+        where = f"host {host.name!r}" + (f" ({host.source})" if host.source else "")
+        change = environment_after(host.env_setup, where=where)
+        if change.unset:
+            log.warning("%s: env_setup unsets %s; the local workers keep this process's value of each (only "
+                        "variables set or changed pass to them)", where, ", ".join(change.unset))
+        spec = replace(spec, env=change.changed)
+    log.info("%s", spec.describe())
+    return spec
+
+
+class ConfiguredLocalHost:
+    """The local host of the scheduler daemon, resolved once, when first needed.
+
+    Resolving (:func:`resolve_local_host`) happens at the first check of a local run, so a
+    broken hosts file or a failing ``env_setup`` fails the local runs with the reason rather
+    than the scheduler; the cluster starts from the resolved spec on the first local step.
+    """
+
+    def __init__(self, project_dir: Path, workers: int | None = None, security: Security | None = None) -> None:
+        self.name = LOCAL_HOST.name
+        self.project_dir = project_dir
+        self.workers = workers
+        self.security = security
+        self._spec: LocalHostSpec | None = None
+
+    def spec(self) -> LocalHostSpec:
+        """The resolved spec (a failure is not remembered: the next call tries again)."""
+        if self._spec is None:
+            self._spec = resolve_local_host(self.project_dir, self.workers)
+        return self._spec
+
+    def start(self) -> tuple[LocalCluster, Client]:
+        return start_local_cluster(self.spec(), self.security)
 
 
 class LocalExecutor(HostExecutor):
     """The embedded default: a LocalCluster of one-thread workers on this machine.
 
     Given ``start`` instead of a client, the cluster starts on the first step submitted: a
-    scheduler that only serves runs on other hosts then starts no local workers at all.
+    scheduler that only serves runs on other hosts then starts no local workers at all. Given
+    ``configured`` (the daemon's), the host's shape and limits are its spec and it starts the
+    cluster; otherwise every worker holds ``worker_cpus`` and ``worker_gpus`` and nothing but
+    GPUs is checked.
     """
 
     def __init__(self, client: Client | None, name: str = "local", worker_cpus: int = 1, worker_gpus: int = 0,
-                 gpu_sharing: bool = False, start: Callable[[], tuple[Any, Client]] | None = None) -> None:
+                 gpu_sharing: bool = False, start: Callable[[], tuple[Any, Client]] | None = None, *,
+                 configured: ConfiguredLocalHost | None = None) -> None:
+        if configured is not None:
+            name, start = configured.name, configured.start
         if client is None and start is None:
             raise ValueError("LocalExecutor needs a client or a way to start its cluster")
         self.name = name
         self._client = client
         self._start = start
         self._cluster: Any = None
-        self.worker_cpus = worker_cpus
-        self.worker_gpus = worker_gpus
-        self.gpu_sharing = gpu_sharing
+        self._configured = configured
+        self._fixed = LocalHostSpec(workers=1, cpus_per_worker=worker_cpus,
+                                    worker_gpus=(tuple(str(i) for i in range(worker_gpus)),),
+                                    gpu_sharing=gpu_sharing, name=name, gpu_source=f"{worker_gpus} per worker")
+
+    def spec(self) -> LocalHostSpec:
+        """The host's shape and limits (the configured host's is resolved on the first call)."""
+        return self._configured.spec() if self._configured is not None else self._fixed
+
+    @property
+    def worker_cpus(self) -> int:
+        return self.spec().cpus_per_worker
+
+    @property
+    def worker_gpus(self) -> int:
+        """The most GPUs a worker holds (what one step may ask for)."""
+        return self.spec().max_step_gpus
+
+    @property
+    def gpu_sharing(self) -> bool:
+        return self.spec().gpu_sharing
 
     @property
     def client(self) -> Client:  # type: ignore[override]
@@ -108,10 +197,12 @@ class LocalExecutor(HostExecutor):
                 log.info("step %s: ended its processes %s", step.name, killed)
 
     def check(self, graph: StepGraph) -> None:
-        for step in graph:
-            if step.resources.gpus > self.worker_gpus:
-                raise HostUnusable(f"step '{step.name}' needs {step.resources.gpus} GPU(s); host {self.name} "
-                                   f"offers {self.worker_gpus} per worker")
+        """The same check as at submit (:func:`orchestrator.hosts.fit.check_local_steps`), against
+        the host as this scheduler runs it (``orch daemon --workers`` may differ from the file)."""
+        try:
+            fit.check_local_steps(self.spec(), graph)
+        except HostError as exc:  # a step too big, or the hosts file, its GPUs, env_setup: refused
+            raise HostUnusable(str(exc)) from None
 
     def submit(self, payload: StepPayload, step: Step, key: str) -> Future:
         if step.resources.gpus:

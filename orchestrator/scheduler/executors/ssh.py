@@ -21,6 +21,11 @@ a step runs on the host with its paths mapped. Otherwise a step becomes a task h
 
 A failure of staging or of the SSH connection fails the chain with that error; the scheduler
 records it and retries the step like a lost worker.
+
+The workers are watched (:mod:`.ssh_watch`, on every scheduler loop through :meth:`SSHExecutor.tick`):
+lost ones are dropped, so their steps fail and are retried at once, and started again; a
+host whose workers cannot be started again within ``[hosts.X.liveness] unreachable_after`` is
+reported unreachable, and the steps waiting for it fail with that reason.
 """
 
 from __future__ import annotations
@@ -41,7 +46,10 @@ from orchestrator.hosts.config.model import HostConfig
 from orchestrator.hosts.ssh.workers import SSHWorkerGroup, remote_python, start_ssh_workers
 from orchestrator.protocol import Step, StepGraph
 from orchestrator.scheduler import staging
+from orchestrator.scheduler.executors import live
 from orchestrator.scheduler.executors.base import HostExecutor, HostUnusable, drain_announcements, host_path_map
+from orchestrator.scheduler.executors.ssh_watch import SSHWorkerWatch
+from orchestrator.scheduler.executors.watch import HealthReport
 from orchestrator.security import LOOPBACK_HTTP, project_tls
 from orchestrator.store import ProjectStore, StepRecord
 from orchestrator.worker.outcome import StepOutcome
@@ -75,6 +83,9 @@ def run_ssh_step(staging_key: str, payload: StepPayload, step: Step, path_map: P
     not depend on data held here, since the host cannot connect back to this machine. The
     outcome comes back to the scheduler, which records it.
     """
+    # while the host's workers are being started again, wait before sending anything (a step
+    # retried after a loss would otherwise fail its staging or wait with its files half sent)
+    live.lookup("ssh host", payload.host, SSHWorkerWatch).wait_usable()
     exported = sorted(Path(payload.sets_dir).glob("*.npz")) if payload.sets_dir else []
     staging.stage_in_task(staging_key, payload.run_id, step, Path(payload.run_dir), step_id=payload.step_id,
                           extra=exported)
@@ -122,7 +133,8 @@ class SSHExecutor(HostExecutor):
                                         silence_logs=logging.CRITICAL)
         self.client = Client(self.cluster, set_as_default=False)
         self.local_worker = next(iter(self.client.scheduler_info()["workers"]))
-        self.workers: SSHWorkerGroup | None = None
+        self.watch: SSHWorkerWatch | None = None
+        self.health = HealthReport(store, host.name)
         try:
             if not host.shared_fs:
                 self.staging = staging.HostStaging(host, store, self.project_dir, python=remote_python(host))
@@ -130,13 +142,34 @@ class SSHExecutor(HostExecutor):
             resources = {"cpus": float(self.worker_cpus)}
             if self.worker_gpus:
                 resources["gpus"] = float(self.worker_gpus)
-            self.workers = start_ssh_workers(host, self.cluster.scheduler_address, workers=self.n_workers,
-                                             resources=resources, tls=tls.worker_pem())
-            self.workers.wait_for_workers(self.client, timeout=WORKER_START_TIMEOUT_S)
+
+            def start_workers(name_prefix: str) -> SSHWorkerGroup:
+                group = start_ssh_workers(host, self.cluster.scheduler_address, workers=self.n_workers,
+                                          resources=resources, tls=tls.worker_pem(), name_prefix=name_prefix)
+                try:
+                    group.wait_for_workers(self.client, timeout=WORKER_START_TIMEOUT_S)
+                except BaseException:
+                    group.close(timeout=5.0)
+                    raise
+                return group
+
+            # started now, then watched and started again after a loss (see ssh_watch)
+            self.watch = SSHWorkerWatch(host, self.client, start_workers)
+            live.register("ssh host", host.name, self.watch)
             self.client.subscribe_topic(RUNNING_TOPIC, self._on_running)
         except BaseException:
             self.close()
             raise
+
+    @property
+    def workers(self) -> SSHWorkerGroup | None:
+        """The host's dask workers now (a new group after each restart; None once closed)."""
+        return self.watch.group if self.watch is not None else None
+
+    def tick(self) -> None:
+        """Watch the workers (lost ones are dropped and started again; see :mod:`.ssh_watch`)."""
+        if self.watch is not None:
+            self.watch.look(self.health)
 
     # ------------------------------------------------------------------ placement
     def check(self, graph: StepGraph) -> None:
@@ -186,8 +219,9 @@ class SSHExecutor(HostExecutor):
                     log.info("step %s: its worker %s is gone (%s)", step.name, step.worker, exc)
 
     def close(self) -> None:
-        if self.workers is not None:
-            self.workers.close()
+        if self.watch is not None:
+            live.unregister("ssh host", self.name)
+            self.watch.close()
         if self.staging is not None:
             staging.unregister(self.staging_key)
             self.staging.close()

@@ -54,12 +54,15 @@ class Sleep(Protocol):
         FloatParam("seconds", default=1.0, min=0.0, help="How long each step sleeps."),
         IntParam("cpus", default=1, min=1, help="CPUs each step asks for."),
         IntParam("gpus", default=0, min=0, help="GPUs each step asks for (it reports which it got)."),
+        IntParam("mpi_ranks", default=1, min=1, help="MPI ranks each step asks for (it starts none)."),
+        IntParam("memory_mb", optional=True, min=1, help="Memory each step asks for, in MB (empty: none)."),
     ]
 
     def steps(self, p: ResolvedParams) -> StepGraph:
         graph = StepGraph()
+        resources = Resources(p.cpus, p.gpus, memory_mb=p.memory_mb, mpi_ranks=p.mpi_ranks)
         for i in range(p.count):
-            graph.add(f"sleep_{i}", sleep_step, {"seconds": p.seconds}, resources=Resources(p.cpus, p.gpus))
+            graph.add(f"sleep_{i}", sleep_step, {"seconds": p.seconds}, resources=resources)
         return graph
 
 
