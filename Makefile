@@ -1,6 +1,6 @@
 # em-orchestrator: the two commands of the README, and a few helpers.
 #   make demo   - create .venv, install everything, run the main job on the embedded default
-#   make test   - install test extras and system packages, start test infrastructure, run pytest
+#   make test   - install test extras and system packages, lint (ruff, mypy), start test infrastructure, run pytest
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -44,12 +44,14 @@ infra-down:
 # CI=1 by default: `make test` provides every service, so a skipped test means a broken set-up and
 # fails (conftest.py). `make test CI=` lets the service tests skip (only the allow-list does in CI).
 CI ?= 1
-test: install-test infra-up
+test: lint infra-up
 	@eval "$$(for s in $(SERVICES); do bash tests/infra/$$s.sh env; done)" && \
 	  CI='$(CI)' $(PY) -m pytest $(PYTEST_ARGS)
 
+# ruff on everything, mypy on the framework and the plugins: `make test` (so CI) runs it first
 lint: install-test
-	$(VENV)/bin/ruff check orchestrator tests bench plugins
+	$(VENV)/bin/ruff check orchestrator tests bench plugins conftest.py
+	$(VENV)/bin/mypy orchestrator plugins/emtools/emtools plugins/relion/relion_plugin
 
 bench-quick: $(STAMP)
 	$(PY) bench/sets.py --quick

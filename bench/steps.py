@@ -6,9 +6,13 @@ Usage:
 
 1. Overhead: a run of K no-op steps on a 2-worker LocalCluster, every transition persisted
    in the project store (queued, running, finished, with events), against K bare
-   ``client.submit`` no-op tasks on the same cluster in the same invocation. With
-   ``--repeat N`` the two alternate N times and the median ratio is reported with its range
-   (one pair is at the mercy of whatever else the machine runs meanwhile).
+   ``client.submit`` no-op tasks in the same invocation. Ours runs as users get it: the local
+   host's cluster as the scheduler daemon starts it, TLS with the project's credentials; raw
+   dask runs on a plain-TCP LocalCluster of the same shape (two one-thread worker processes).
+   ``raw_dask_tls_vs_tcp`` is raw dask on our TLS cluster against raw dask on plain TCP: what
+   TLS costs dask itself. With ``--repeat N`` ours and raw dask alternate N times and the
+   median ratio is reported with its range (one pair is at the mercy of whatever else the
+   machine runs meanwhile).
 2. Parallel work: K steps of 50 ms on 2 workers, against the ideal K x 50 ms / 2.
 3. ``--anchor``: Scipion's executor on the same work (``../shared/anchors/scipion``): the same
    K no-op steps on two step threads (``--threads 3``: Scipion keeps one for itself), 100
@@ -22,6 +26,7 @@ Lines follow DESIGN.md: ``BENCH figure=<name> value=<v> unit=<u> n=<K> [anchor=.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import statistics
@@ -38,12 +43,14 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 
 from anchor import run_anchor
+from distributed import Client, LocalCluster
 
 from orchestrator.plugins import discover
 from orchestrator.project import Project
 from orchestrator.scheduler import planner
 from orchestrator.scheduler.engine import Scheduler, SchedulerConfig
 from orchestrator.scheduler.executors.local import LocalHostSpec, start_local_cluster
+from orchestrator.security import project_tls
 from orchestrator.store import RunState
 
 
@@ -82,19 +89,32 @@ def raw_dask(client, k: int) -> float:  # noqa: ANN001 - a distributed.Client
     return elapsed
 
 
-def overhead(scheduler: Scheduler, project: Project, client, k: int, repeat: int) -> float:  # noqa: ANN001
-    """Our no-op run against raw dask at K, alternating ``repeat`` times; returns our median seconds."""
-    ours, raws = [], []
+def plain_tcp_cluster(workers: int) -> tuple[LocalCluster, Client]:
+    """Raw dask's cluster: the local host's shape (one-thread worker processes), plain TCP, no credentials."""
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, protocol="tcp://",
+                           host="127.0.0.1", dashboard_address="127.0.0.1:0", memory_limit=0,
+                           silence_logs=logging.CRITICAL)
+    return cluster, Client(cluster, set_as_default=False)
+
+
+def overhead(scheduler: Scheduler, project: Project, ours_client, raw_client, k: int,  # noqa: ANN001
+             repeat: int) -> float:
+    """Our no-op run (TLS) against raw dask (plain TCP) at K, alternating ``repeat`` times, and raw
+    dask on our TLS cluster once per repeat; returns our median seconds."""
+    ours, raws, raws_tls = [], [], []
     for _ in range(repeat):
         ours.append(timed_run(scheduler, project, "testkit.noop", {"count": str(k)}))
-        raws.append(raw_dask(client, k))
+        raws.append(raw_dask(raw_client, k))
+        raws_tls.append(raw_dask(ours_client, k))
     ratios = sorted(raw / mine for mine, raw in zip(ours, raws, strict=True))
-    mine, raw = statistics.median(ours), statistics.median(raws)
+    mine, raw, raw_tls = statistics.median(ours), statistics.median(raws), statistics.median(raws_tls)
     spread = {"range": f"{ratios[0]:.3f}-{ratios[-1]:.3f}", "repeat": repeat} if repeat > 1 else {}
-    bench("steps_per_s", k / mine, "steps/s", k)
-    bench("raw_dask_tasks_per_s", k / raw, "tasks/s", k)
+    bench("steps_per_s", k / mine, "steps/s", k, tls="on")
+    bench("raw_dask_tasks_per_s", k / raw, "tasks/s", k, tls="off")
+    bench("raw_dask_tls_tasks_per_s", k / raw_tls, "tasks/s", k, tls="on")
+    bench("raw_dask_tls_vs_tcp", raw / raw_tls, "ratio", k, ratio=f"{raw / raw_tls:.3f}")
     bench("steps_vs_raw_dask", statistics.median(ratios), "ratio", k, ratio=f"{statistics.median(ratios):.3f}",
-          **spread)
+          tls="on", anchor_tls="off", **spread)
     bench("step_overhead_ms", mine / k * 1e3, "ms", k)
     return mine
 
@@ -128,12 +148,17 @@ def main() -> int:
 
     os.environ.setdefault("ORCH_HOME", tempfile.mkdtemp(prefix="orch-bench-home-"))
     project = Project.create(Path(tempfile.mkdtemp(prefix="orch-bench-steps-")) / "bench")
-    cluster, client = start_local_cluster(LocalHostSpec(workers=2))
+    # as the scheduler daemon starts the local host: TLS with the project's credentials
+    cluster, client = start_local_cluster(LocalHostSpec(workers=2), project_tls(project.path).cluster_security())
+    raw_cluster, raw_client = plain_tcp_cluster(2)
+    print(f"# ours: {cluster.scheduler_address} (TLS); raw dask: {raw_cluster.scheduler_address} (plain TCP)",
+          flush=True)
     scheduler = Scheduler(project, client, registry=discover(), config=SchedulerConfig(poll_interval_s=0.2))
     try:
         timed_run(scheduler, project, "testkit.noop", {"count": "10"})  # warm the workers' imports
         raw_dask(client, 100)
-        ours = {k: overhead(scheduler, project, client, k, args.repeat) for k in sizes}
+        raw_dask(raw_client, 100)
+        ours = {k: overhead(scheduler, project, client, raw_client, k, args.repeat) for k in sizes}
         wall = timed_run(scheduler, project, "testkit.sleep", {"count": str(parallel_k), "seconds": "0.05"})
         ideal = parallel_k * 0.05 / 2
         bench("parallel_wall_s", wall, "s", parallel_k, ideal=f"{ideal:.2f}")
@@ -144,6 +169,8 @@ def main() -> int:
     finally:
         client.close()
         cluster.close()
+        raw_client.close()
+        raw_cluster.close()
     if args.anchor:
         for k, mine in ours.items():
             theirs = scipion_per_step_s([str(k), "--mode", "parallel", "--threads", "3"])

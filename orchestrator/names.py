@@ -23,6 +23,8 @@ import unicodedata
 from orchestrator.errors import UsageError
 
 MAX_NAME_LENGTH = 100
+#: the name of the built-in host, this machine: the default host of every run
+LOCAL_HOST = "local"
 RUN_NAME_PARAM = "run name (--name, name=)"
 PROJECT_NAME_PARAM = "project name"
 RULE = (f"a name is letters, digits, '_', '.' and '-', starts with a letter or digit and has at most "

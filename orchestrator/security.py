@@ -193,10 +193,11 @@ def _check_certificates(tls: ProjectTLS, remake: str) -> None:
         path = tls.cert_file(role)
         try:
             cert = x509.load_pem_x509_certificate(path.read_bytes())
-            cert.verify_directly_issued_by(ca)
         except ValueError as exc:
-            raise TLSCredentialsError(f"{path}: not a PEM certificate of the project's CA ({exc}); {remake}") from None
-        except InvalidSignature:
+            raise TLSCredentialsError(f"{path}: not a PEM certificate ({exc}); {remake}") from None
+        try:
+            cert.verify_directly_issued_by(ca)
+        except (ValueError, InvalidSignature):  # another issuer's name, or its signature
             raise TLSCredentialsError(f"{path}: not signed by the project's CA ({tls.ca_file}); {remake}") from None
         for checked, name in ((cert, path), (ca, tls.ca_file)):
             if not checked.not_valid_before_utc <= now <= checked.not_valid_after_utc:

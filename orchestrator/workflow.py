@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import NotFoundError, OrchestratorError, UsageError
-from orchestrator.names import RULE, name_problem, shown
+from orchestrator.names import LOCAL_HOST, RULE, name_problem, shown
 from orchestrator.objects.params import Pointer
 from orchestrator.plugins import PluginRegistry
 from orchestrator.project import Project
@@ -222,7 +222,7 @@ def submit_workflow(workflow: Workflow, registry: PluginRegistry, store: Project
         for run in workflow.runs:
             try:
                 created.append(planner.create_run(store, project, registry, run.protocol, run.params,
-                                                  name=run.name, host=host or run.host or "local", queue=False))
+                                                  name=run.name, host=host or run.host or LOCAL_HOST, queue=False))
             except OrchestratorError as exc:
                 raise workflow.error(str(exc), run, exc) from None
     except BaseException:

@@ -1,7 +1,8 @@
 """Where a project stands, from the store alone: its runs with their step counts, or one run's steps.
 
 Works whether the scheduler is up or not (the records say which). The project's step counts
-come from one grouped query, so a project of thousands of runs answers at once.
+come from one grouped query, so a project of thousands of runs answers at once. The hosts'
+health (unreachable since when, and why) comes with them (:mod:`orchestrator.app.host_health`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.app.access import ProjectTarget, project_store
+from orchestrator.app.host_health import HostHealthInfo, hosts_health
 from orchestrator.app.records import OutputInfo, Record, RunInfo, StepCounts, StepInfo, as_utc, elapsed_s
 from orchestrator.app.scheduler import SchedulerState, scheduler_state
 from orchestrator.errors import UsageError
@@ -62,6 +64,8 @@ class ProjectStatus(Record):
     project: str
     scheduler: SchedulerState
     runs: list[RunSummary]
+    #: the hosts' health as the scheduler last reported it (hosts it never reported on: absent)
+    hosts: list[HostHealthInfo]
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ class RunStatus(Record):
     project: str
     scheduler: SchedulerState
     run: RunDetail
+    #: the health of the run's host (empty when the scheduler never reported on it)
+    hosts: list[HostHealthInfo]
 
 
 def project_status(target: ProjectTarget) -> ProjectStatus:
@@ -77,7 +83,8 @@ def project_status(target: ProjectTarget) -> ProjectStatus:
         scheduler = scheduler_state(project)
         counts = store.steps.counts_by_run()
         runs = [RunSummary.of(run, StepCounts(counts.get(run.id, {}))) for run in store.runs.list()]
-    return ProjectStatus(project.name, scheduler, runs)
+        health = hosts_health(store)
+    return ProjectStatus(project.name, scheduler, runs, health)
 
 
 def run_status(target: ProjectTarget, run_ref: int | str,
@@ -87,7 +94,8 @@ def run_status(target: ProjectTarget, run_ref: int | str,
     with project_store(target) as (project, store):
         scheduler = scheduler_state(project)
         detail = run_detail(store, run_ref, wanted)
-    return RunStatus(project.name, scheduler, detail)
+        health = hosts_health(store, detail.host)
+    return RunStatus(project.name, scheduler, detail, health)
 
 
 def run_detail(store: ProjectStore, run_ref: int | str, states: Sequence[StepState] = ()) -> RunDetail:

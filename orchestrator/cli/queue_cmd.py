@@ -1,9 +1,11 @@
-"""``orch queue [HOST]``: a project's batch jobs as their queues see them, one query per host."""
+"""``orch queue [HOST]``: a project's batch jobs as their queues see them, one query per host,
+and the hosts the scheduler found unreachable (since when, why)."""
 
 from __future__ import annotations
 
 import argparse
 
+from orchestrator.cli.host_health import print_unreachable_hosts
 from orchestrator.cli.output import add_json_flag, echo, print_json, print_table
 from orchestrator.hosts.config.units import format_hms
 
@@ -11,6 +13,9 @@ EPILOG = """examples:
   orch queue --project apoferritin              every queued or running batch job of the project
   orch queue cluster --project apoferritin --json
   orch queue --project apoferritin --all        also the jobs of steps that ended
+
+--json also gives "hosts": each host's health as the scheduler last reported it ("ok" or
+"unreachable", since, message); "errors": the hosts whose queue did not answer this command.
 """
 
 
@@ -43,4 +48,5 @@ def _queue(args: argparse.Namespace) -> int:
                      for r in rows])
     for host, error in errors.items():
         echo(f"host {host}: the queue did not answer: {error}", err=True)
+    print_unreachable_hosts(report.hosts, err=True)
     return 1 if errors else 0

@@ -1,7 +1,8 @@
 """``orch status PROJECT [RUN]``: where a project stands, read from the store alone.
 
 Works whether the scheduler is up or not (it says which): a table of runs with their step
-counts, durations and host, or, for one run, its steps with where and how they ran.
+counts, durations and host, or, for one run, its steps with where and how they ran; then the
+hosts the scheduler found unreachable, since when and why.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from orchestrator.cli.host_health import print_unreachable_hosts
 from orchestrator.cli.output import add_json_flag, echo, first_line, format_duration, print_json, print_table, style
 from orchestrator.errors import UsageError
 
@@ -22,7 +24,8 @@ EPILOG = """examples:
   orch status myproj                       every run: state, steps finished/total, duration, host
   orch status myproj fanout-3              one run's steps: state, attempt, worker, pid, memory, error
   orch status myproj fanout-3 --state failed --state running
-  orch status myproj --json                the same as JSON, for scripts
+  orch status myproj --json                the same as JSON, for scripts (with "hosts": each host's
+                                           health, "ok" or "unreachable", since when and why)
 
 exit codes: 0 shown (whatever the runs' states), 3 no such project or run.
 """
@@ -59,6 +62,7 @@ def _status(args: argparse.Namespace) -> int:
             print_json(report)
         else:
             _print_runs(report.project, report.runs)
+            print_unreachable_hosts(report.hosts)
         scheduler = report.scheduler
     else:
         one = status.run_status(args.project, args.run, states)
@@ -66,6 +70,7 @@ def _status(args: argparse.Namespace) -> int:
             print_json(one)
         else:
             _print_run(one.run, args.limit)
+            print_unreachable_hosts(one.hosts)
         scheduler = one.scheduler
     if not args.json:
         _print_scheduler(scheduler)

@@ -1,8 +1,10 @@
 """``orch hosts check``: ask a host for real whether it can run our steps.
 
-Each check runs real commands through the host's runner: reachable (SSH), the queue answers
-and knows the configured queues, the work directory is writable, GPUs are seen (nvidia-smi on
-plain machines, the queue's own GPU declaration on clusters).
+Each check runs real commands through the host's runner (:func:`~orchestrator.hosts.runner.runner_for`:
+this machine, or the host's SSH target with the same host-key and login rules as every other
+SSH use): reachable (SSH), the queue answers and knows the configured queues, the work
+directory is writable, GPUs are seen (nvidia-smi on plain machines, the queue's own GPU
+declaration on clusters).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from orchestrator.hosts.config.model import LOCAL_HOST, HostConfig
+from orchestrator.hosts.config.model import BUILT_IN_LOCAL_HOST, HostConfig
 from orchestrator.hosts.errors import HostConfigError
 from orchestrator.hosts.gpus import GpuUnavailable, deal_gpus, detect_gpus, host_gpu_devices
 
@@ -57,7 +57,7 @@ class LocalHostSpec:
     gpu_sharing: bool = False
     gpu_type: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
-    name: str = LOCAL_HOST.name
+    name: str = BUILT_IN_LOCAL_HOST.name
     cores: int | None = None
     memory_mb: int | None = None
     #: where the GPUs came from ("gpus = 2", "CUDA_VISIBLE_DEVICES=0,1", ...), for messages

@@ -10,13 +10,13 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from orchestrator.names import LOCAL_HOST
 from orchestrator.plugins import PluginRegistry, discover
 from orchestrator.project import Project
 from orchestrator.scheduler import planner
 from orchestrator.scheduler.daemon import ensure_daemon
 from orchestrator.store import ProjectStore, RunRecord
 from orchestrator.worker.processes import StepProcesses, step_token
-from orchestrator.worker.runtime import LOCAL_HOST
 
 
 def cancel_run(store: ProjectStore, run_ref: int | str) -> list[int]:

@@ -80,7 +80,7 @@ def serve(project: Project, idle_exit_s: float | None, workers: int | None = Non
     signal.signal(WAKE_SIGNAL, signal.SIG_IGN)
     lock = SchedulerLock(project)
     if not lock.acquire():
-        logging.getLogger("orchestrator.scheduler").info("a scheduler already runs for %s", project.name)
+        logging.getLogger(__name__).info("a scheduler already runs for %s", project.name)
         return 3
     stopping = False
 

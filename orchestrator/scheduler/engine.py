@@ -32,6 +32,7 @@ from typing import Any
 from distributed import Client, Future
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.names import LOCAL_HOST
 from orchestrator.plugins import PluginRegistry, discover
 from orchestrator.project import Project
 from orchestrator.protocol import Protocol, ResolvedParams, Step, StepGraph
@@ -53,7 +54,7 @@ class SchedulerConfig:
     default_retries: int = 2
     max_in_flight: int = 2000
     #: the name of the host whose cluster ``client`` is (runs of other hosts get their own executor)
-    host: str = "local"
+    host: str = LOCAL_HOST
     worker_cpus: int = 1
     worker_gpus: int = 0
     gpu_sharing: bool = False

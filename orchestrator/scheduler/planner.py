@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import UsageError
+from orchestrator.names import LOCAL_HOST
 from orchestrator.plugins import PluginRegistry
 from orchestrator.project import Project
 from orchestrator.protocol import OutputRef, Protocol, ResolvedParams, Step, StepGraph, fingerprint_path, step_hash
@@ -32,7 +33,7 @@ class InputsFailed(Exception):
 
 
 def create_run(store: ProjectStore, project: Project, registry: PluginRegistry, protocol_name: str,
-               raw_params: Mapping[str, Any], *, name: str | None = None, host: str = "local",
+               raw_params: Mapping[str, Any], *, name: str | None = None, host: str = LOCAL_HOST,
                queue: bool = True) -> RunRecord:
     """Validate, save and (by default) queue a run; pointers are checked against the store, and
     the run's steps against its host (:func:`~orchestrator.scheduler.submit_fit.check_run_fits`)."""

@@ -24,11 +24,11 @@ from collections import defaultdict
 from pathlib import Path
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.names import LOCAL_HOST
 from orchestrator.scheduler.outcomes import record_outcome
 from orchestrator.store import ProjectStore, RunState, StepRecord, StepState
 from orchestrator.worker.outcome import OUTCOME_FILE, OutcomeError, StepOutcome, attempt_dir, read_outcome
 from orchestrator.worker.processes import StepProcesses, step_token
-from orchestrator.worker.runtime import LOCAL_HOST
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 
 from orchestrator.hosts.config.model import HostConfig
 from orchestrator.hosts.errors import HostError
-from orchestrator.hosts.ssh.client import SSHError, SSHTarget
+from orchestrator.hosts.ssh.target import SSHError, SSHTarget
 from orchestrator.protocol import Step
 from orchestrator.scheduler.executors import live
 from orchestrator.store.project_store import ProjectStore
@@ -161,10 +161,11 @@ class HostStaging:
     # ------------------------------------------------------------------ helpers
     def _mkdir(self, *remote_dirs: str) -> None:
         try:
-            with self.stager.pool.connection() as conn:
-                conn.run(["mkdir", "-p", "--", *remote_dirs], check=True, timeout=60)
-        except SSHError as exc:
+            result = self.stager.shell.run(["mkdir", "-p", "--", *remote_dirs], timeout_s=60)
+        except HostError as exc:
             raise TransferError(f"host {self.host.name!r}: cannot create {remote_dirs[0]} there: {exc}") from exc
+        if not result.ok:
+            raise TransferError(f"host {self.host.name!r}: cannot create {remote_dirs[0]} there: {result.describe()}")
 
     def _fetch_log(self, run_id: int, step: Step, local_log: Path, outcome: StepOutcome,
                    step_id: int | None) -> str | None:

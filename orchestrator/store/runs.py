@@ -16,7 +16,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, update
 
 from orchestrator.errors import NotFoundError, UsageError
-from orchestrator.names import check_run_name, default_run_name
+from orchestrator.names import LOCAL_HOST, check_run_name, default_run_name
 from orchestrator.store.clock import now
 from orchestrator.store.engine import WRITE
 from orchestrator.store.records import EventRecord, OutputRecord, RunRecord, StepRecord
@@ -77,7 +77,7 @@ class EventLog(_Table):
 
 class RunTable(_Table):
     def create(self, protocol: str, params: Mapping[str, Any] | None = None, *, name: str | None = None,
-               host: str = "local", inputs: Iterable[InputLink] = (), comment: str | None = None,
+               host: str = LOCAL_HOST, inputs: Iterable[InputLink] = (), comment: str | None = None,
                owner_id: int | None = None) -> RunRecord:
         """Save a run (state CREATED) with its input links; the default name is ``<protocol>-<id>``."""
         short = protocol.rsplit(".", 1)[-1]

@@ -27,6 +27,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from orchestrator.names import LOCAL_HOST
+
 
 class RunState(enum.StrEnum):
     """Life of a protocol run. Only FINISHED, FAILED and CANCELLED are final."""
@@ -111,7 +113,7 @@ class Run(Base):
     protocol: Mapped[str] = mapped_column(String(256))
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     state: Mapped[str] = mapped_column(_state(), index=True)
-    host: Mapped[str] = mapped_column(String(128), default="local")
+    host: Mapped[str] = mapped_column(String(128), default=LOCAL_HOST)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -13,8 +13,8 @@ from typing import Any
 
 _EXPORTS = {
     "Stager": "stager", "StageReport": "report", "Progress": "progress", "ProgressCallback": "progress",
-    "rich_progress": "progress", "TransferError": "errors", "TransferInterrupted": "errors",
-    "VerificationError": "errors", "RemoteAgentError": "errors", "SourceChangedError": "errors",
+    "TransferError": "errors", "TransferInterrupted": "errors", "VerificationError": "errors",
+    "RemoteAgentError": "errors", "SourceChangedError": "errors",
 }
 __all__ = sorted(_EXPORTS)
 

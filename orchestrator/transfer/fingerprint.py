@@ -29,13 +29,6 @@ class FileStat:
         return cls(str(path), info.st_size, info.st_mtime_ns)
 
 
-@dataclass(frozen=True, slots=True)
-class Fingerprint:
-    size: int
-    mtime_ns: int
-    sha256: str
-
-
 def hash_prefix(path: Path | str, length: int) -> tuple[hashlib._Hash, int]:
     """A SHA-256 hasher fed with the first ``length`` bytes of the file (to be continued by the
     caller), and the number of bytes it got (less than ``length`` if the file is shorter)."""
@@ -55,7 +48,3 @@ def sha256_file(path: Path | str) -> str:
     with open(path, "rb", buffering=0) as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
-
-def fingerprint(path: Path | str) -> Fingerprint:
-    info = FileStat.of(path)
-    return Fingerprint(info.size, info.mtime_ns, sha256_file(path))

@@ -81,17 +81,6 @@ class Ledger:
              "mtime_ns": e.mtime_ns, "sha256": e.sha256, "remote_mtime_ns": e.remote_mtime_ns,
              "direction": e.direction, "updated_at": stamp} for e in latest.values()])
 
-    def forget(self, host: str, remote_paths: Sequence[str] | None = None) -> int:
-        """Drop what the ledger knows of a host (all of it, or some paths): they will be sent again."""
-        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-            if remote_paths is None:
-                return int(conn.execute(delete(FILES).where(FILES.c.host == host)).rowcount)
-            count = 0
-            for chunk in _chunks(list(remote_paths)):
-                count += int(conn.execute(delete(FILES).where(FILES.c.host == host,
-                                                              FILES.c.remote_path.in_(chunk))).rowcount)
-            return count
-
 
 _MUTABLE = ("state", "bytes_done", "resumed_from", "seconds", "method", "sha256", "error", "updated_at",
             "finished_at")

@@ -77,10 +77,6 @@ def resume_offset(partial_size: int, total: int, prefix_matches: bool) -> int:
     return 0
 
 
-def part_name(path: str) -> str:
-    return path + PART_SUFFIX
-
-
 def expand_local(paths: Iterable[Path | str]) -> list[Path]:
     """Files named, and every file below the directories named (temporary parts left out)."""
     files: list[Path] = []

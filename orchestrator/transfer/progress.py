@@ -2,7 +2,7 @@
 
 Worker threads report bytes as they move; the callback the caller gave is called at most
 ``interval`` apart (and once at the end) with a :class:`Progress` snapshot, from whichever
-thread moved the bytes, so it must be quick and thread-safe (a rich progress bar is both).
+thread moved the bytes, so it must be quick and thread-safe.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 SPEED_WINDOW_S = 3.0
@@ -92,26 +91,3 @@ class ProgressTracker:
     def finish(self) -> None:
         if self.callback is not None:
             self.callback(self.snapshot(finished=True))
-
-
-@contextmanager
-def rich_progress(description: str = "staging") -> Iterator[ProgressCallback]:
-    """A progress callback drawing a rich progress bar (bytes, speed, time left) while in the block."""
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-    from rich.progress import Progress as RichProgress
-
-    with RichProgress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                      TextColumn("{task.fields[files]}"), TimeRemainingColumn()) as bar:
-        task = bar.add_task(description, total=None, files="")
-
-        def update(progress: Progress) -> None:
-            bar.update(task, completed=progress.bytes_done, total=progress.bytes_total,
-                       files=f"{progress.files_done}/{progress.files_total} files")
-
-        yield update

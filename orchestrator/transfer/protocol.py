@@ -1,7 +1,7 @@
 """The local half of the transfer protocol (see :mod:`orchestrator.transfer.agent` for the remote one).
 
 Each function drives one remote agent process over a :class:`RemoteProcess` (an exec channel
-of a paramiko connection or an ``ssh`` process) that ``start`` opens, and reports the bytes
+of a paramiko connection or an ``ssh`` process) that ``start`` (a remote shell's) opens, and reports the bytes
 it moves through ``on_bytes`` for progress. Every byte is hashed on both sides; a file lands
 under its final name only after the hashes and the size agree.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from orchestrator.hosts.ssh.client import RemoteProcess
+from orchestrator.hosts.ssh.shell import RemoteProcess
 from orchestrator.transfer.errors import (
     RemoteAgentError,
     SourceChangedError,

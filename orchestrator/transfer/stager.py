@@ -21,8 +21,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from orchestrator.errors import UsageError
-from orchestrator.hosts.ssh.client import SSHConnectError, SSHPool, SSHTarget
-from orchestrator.hosts.ssh.openssh import OpenSSHProcess, ssh_binary
+from orchestrator.hosts.ssh.client import SSHPool
+from orchestrator.hosts.ssh.openssh import OpenSSHShell, ssh_binary
+from orchestrator.hosts.ssh.target import SSHConnectError, SSHTarget
 from orchestrator.store.project_store import ProjectStore
 from orchestrator.store.transfer_tables import TransferDirection
 from orchestrator.transfer import protocol
@@ -70,11 +71,16 @@ class Stager:
     files the ledger says the host holds are still there (a scratch clean-up removes them).
     Thread-safe: calls from several threads run one after the other. ``parallel`` streams
     (default: one per core, 2 to 4; see :func:`default_streams`).
+
+    Both kinds of stream come from the same target through the same client API
+    (:class:`~orchestrator.hosts.ssh.shell.RemoteShell`): :attr:`shell`, a pool of paramiko
+    connections (one per parallel stream; also the host's commands), and, for payloads of
+    :data:`OPENSSH_MIN_BYTES` or more, an :class:`~orchestrator.hosts.ssh.openssh.OpenSSHShell`.
     """
 
     def __init__(self, store: ProjectStore, target: SSHTarget, *, host: str | None = None, parallel: int | None = None,
-                 pool: SSHPool | None = None, python: str = "python3", bulk: str = "auto", retries: int = 2,
-                 retry_delay_s: float = 1.0, verify_remote: bool = True, progress: ProgressCallback | None = None,
+                 python: str = "python3", bulk: str = "auto", retries: int = 2, retry_delay_s: float = 1.0,
+                 verify_remote: bool = True, progress: ProgressCallback | None = None,
                  large_file: int = LARGE_FILE) -> None:
         if bulk not in ("auto", "openssh", "paramiko"):
             raise UsageError(f"bulk={bulk!r}: choose auto, openssh or paramiko")
@@ -82,17 +88,17 @@ class Stager:
         self.target = target
         self.host = host or target.label
         self.parallel = max(1, parallel if parallel is not None else default_streams())
-        self.pool = pool or SSHPool(target, self.parallel)
-        self._own_pool = pool is None
+        self.shell = SSHPool(target, self.parallel)
         self.python = python
         self.retries = retries
         self.retry_delay_s = retry_delay_s
         self.verify_remote = verify_remote
         self.progress = progress
         self.large_file = large_file
-        self._ssh = ssh_binary() if bulk != "paramiko" else None
-        if bulk == "openssh" and self._ssh is None:
+        binary = ssh_binary() if bulk != "paramiko" else None
+        if bulk == "openssh" and binary is None:
             raise UsageError("bulk='openssh' but there is no ssh client on PATH (install openssh-client)")
+        self._bulk = OpenSSHShell(target, ssh=binary) if binary is not None else None
         ensure_tables(store.engine)
         self.ledger = Ledger(store.engine)
         # Calls run one at a time (each uses `parallel` streams already): a second call for the same
@@ -182,13 +188,8 @@ class Stager:
         return self._report(TransferDirection.OUT, run_id, step_id, dict(mapping), job,
                             len(mapping) - len(to_fetch), began)
 
-    def forget(self, remote_paths: Sequence[str] | None = None) -> int:
-        """Forget what the host holds (e.g. after its scratch was wiped): it will all be sent again."""
-        return self.ledger.forget(self.host, remote_paths)
-
     def close(self) -> None:
-        if self._own_pool:
-            self.pool.close()
+        self.shell.close()
 
     def __enter__(self) -> Stager:
         return self
@@ -198,33 +199,31 @@ class Stager:
 
     # ------------------------------------------------------------------ streams and retries
     def _use_openssh(self, payload: int) -> bool:
-        return self._ssh is not None and payload >= OPENSSH_MIN_BYTES
+        return self._bulk is not None and payload >= OPENSSH_MIN_BYTES
 
     def _with_connection(self, work: Callable[[protocol.Starter], R], payload: int,
                          on_transport: Callable[[str], None] | None = None) -> R:
         """Run ``work`` with a way to start remote processes: an ``ssh`` process for large payloads,
         else an exec channel on a pooled paramiko connection. ``on_transport`` hears which one
         (``openssh``, ``paramiko``) before each try: after a refused ``ssh``, paramiko moves the files."""
-        if self._use_openssh(payload):
-            ssh = self._ssh
-            assert ssh is not None
+        bulk = self._bulk
+        if bulk is not None and self._use_openssh(payload):
             if on_transport is not None:
                 on_transport("openssh")
             try:
-                return work(lambda argv: OpenSSHProcess(self.target, argv, ssh))
+                return work(bulk.start)
             except TransferInterrupted as exc:
                 if not self._openssh_refused(exc, payload):
                     raise
         if on_transport is not None:
             on_transport("paramiko")
-        with self.pool.connection() as conn:
-            return work(conn.start)
+        return work(self.shell.start)
 
     def _openssh_refused(self, problem: Exception, payload: int) -> bool:
         """True (and paramiko only from now on) when the ssh client was refused where paramiko was not."""
         if not self._use_openssh(payload) or not any(reason in str(problem) for reason in _OPENSSH_REFUSALS):
             return False
-        self._ssh = None
+        self._bulk = None
         return True
 
     def _retrying(self, attempt: Callable[[], R], on_retry: Callable[[], None]) -> R:

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from orchestrator.names import LOCAL_HOST
 from orchestrator.protocol import StepContext, execute_step
 from orchestrator.store.schema import StepState
 from orchestrator.worker.monitoring import PeakMemory, RunningMarker
@@ -51,7 +52,6 @@ from orchestrator.worker.step_output import log_tail, redirected_output
 
 log = logging.getLogger(__name__)
 
-LOCAL_HOST = "local"
 #: the batch job this process runs in (a pilot, or a step's own job): every job script exports
 #: its queue's own job id under this generic name (orchestrator/hosts/job_env.py, JOB_ID)
 _JOB_ID_VARIABLES = ("ORCH_JOB_ID",)

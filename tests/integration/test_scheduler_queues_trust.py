@@ -59,13 +59,15 @@ def wait_until(condition, timeout_s: float, what: str) -> None:
 
 @pytest.fixture
 def mapped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Project, Path]]:
-    """A project, and the view of it the "compute nodes" get: its run folders, not its store."""
+    """A project, and the view of it the "compute nodes" get: its run folders and its credentials
+    (the pilots' TLS files), not its store."""
     for key, value in require_service("slurm").items():
         monkeypatch.setenv(key, value)
     project = Project.create(tmp_path / "scheduler side" / "proj")
     view = tmp_path / "node side" / "proj"
     view.mkdir(parents=True)
     (view / "runs").symlink_to(project.path / "runs")
+    (view / ".orch").symlink_to(project.path / ".orch")  # made when the scheduler first needs it
     assert not (view / "store.sqlite").exists()
     hosts = tmp_path / "hosts.toml"
     base = (REPO / "hosts" / "ci-test.toml").read_text()

@@ -1,5 +1,7 @@
 """SSH connections against a real OpenSSH server (tests/infra/sshd.sh): host keys, logins,
-commands, port forwards, the pool. Outside CI a missing sshd skips; in CI it fails."""
+commands, port forwards, the pool. Outside CI a missing sshd skips; in CI it fails.
+
+The command API (run, files, timeouts) of every shell is checked in test_queue_ssh_check.py."""
 
 from __future__ import annotations
 
@@ -14,16 +16,9 @@ import paramiko
 import pytest
 from infra.services import require_service
 
-from orchestrator.hosts.ssh.client import (
-    HostKeyMismatchError,
-    HostKeyUnknownError,
-    RemoteCommandError,
-    SSHAuthError,
-    SSHConnection,
-    SSHPool,
-    SSHTarget,
-    connect,
-)
+from orchestrator.hosts.ssh.client import ChannelProcess, SSHConnection, SSHPool, connect, shared_pool
+from orchestrator.hosts.ssh.shell import RemoteProcess
+from orchestrator.hosts.ssh.target import HostKeyMismatchError, HostKeyUnknownError, SSHAuthError, SSHTarget
 
 pytestmark = pytest.mark.integration
 
@@ -50,16 +45,16 @@ def _server_fingerprint(target: SSHTarget) -> str:
 
 def test_command_output_exit_code_and_quoting(conn: SSHConnection) -> None:
     result = conn.run(["printf", "%s|", "two words", "$HOME", "it's"])
-    assert result.ok and result.stdout == b"two words|$HOME|it's|"
+    assert result.ok and result.stdout == "two words|$HOME|it's|"
     assert conn.run(["sh", "-c", "exit 7"]).exit_code == 7
-    assert conn.run(["cat"], input=b"x" * 300_000).stdout == b"x" * 300_000
+    assert conn.run(["cat"], input_text="x" * 300_000).stdout == "x" * 300_000
 
 
 def test_failing_command_reports_its_stderr(conn: SSHConnection) -> None:
-    with pytest.raises(RemoteCommandError) as caught:
-        conn.run(["sh", "-c", "echo 'step log: CTF fit diverged' >&2; exit 3"], check=True)
-    assert caught.value.exit_status == 3
-    assert "CTF fit diverged" in str(caught.value) and "exited with status 3" in str(caught.value)
+    result = conn.run(["sh", "-c", "echo 'step log: CTF fit diverged' >&2; exit 3"])
+    assert result.exit_code == 3 and not result.ok
+    assert "CTF fit diverged" in result.stderr
+    assert "exited 3: step log: CTF fit diverged" in result.describe()
 
 
 def test_unknown_host_key_is_refused_with_fingerprint_and_how_to_accept(target: SSHTarget, tmp_path: Path) -> None:
@@ -135,37 +130,53 @@ def test_remote_forward_lets_the_host_reach_us_over_ssh_only(conn: SSHConnection
     try:
         probe = (f"import socket; s = socket.create_connection(('127.0.0.1', {forward.port}), timeout=10); "
                  "s.sendall(b'worker'); print(s.recv(100).decode())")
-        assert conn.run(["python3", "-c", probe], check=True).text.strip() == "WORKER"
+        assert conn.run(["python3", "-c", probe]).stdout.strip() == "WORKER"
     finally:
         forward.close()
         server.close()
 
 
+def _transport(process: RemoteProcess) -> paramiko.Transport:
+    assert isinstance(process, ChannelProcess)
+    return process.channel.get_transport()
+
+
 def test_pool_opens_several_connections_and_reuses_them(target: SSHTarget) -> None:
     with SSHPool(target, size=3) as pool:
-        seen: set[int] = set()
-        barrier = threading.Barrier(3)
-
-        def use() -> None:
-            with pool.connection() as connection:
-                barrier.wait(10)
-                seen.add(id(connection))
-                assert connection.run(["true"]).ok
-
-        threads = [threading.Thread(target=use) for _ in range(3)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert len(seen) == 3
-        with pool.connection() as again:
-            assert id(again) in seen
+        # three streams at once: each holds its own connection
+        processes = [pool.start(["cat"]) for _ in range(3)]
+        transports = {id(_transport(process)) for process in processes}
+        assert len(transports) == 3
+        for process in processes:
+            process.close_stdin()
+            assert process.read_all() == b"" and process.wait(10) == 0
+            process.close()
+        # closed: their connections are kept and reused
+        with pool.start(["true"]) as again:
+            assert id(_transport(again)) in transports
+        assert pool.run(["true"]).ok
 
 
-def test_sftp_and_tcp_nodelay(conn: SSHConnection) -> None:
+def test_pool_replaces_a_connection_the_server_dropped(target: SSHTarget) -> None:
+    with SSHPool(target, size=1) as pool:
+        with pool.start(["true"]) as first:
+            kept = _transport(first)
+        kept.sock.shutdown(socket.SHUT_RDWR)  # what a restarted sshd or a NAT timeout leaves
+        result = pool.run(["echo", "again"])
+        assert result.ok and result.stdout == "again\n"
+        with pool.start(["true"]) as second:
+            assert _transport(second) is not kept
+
+
+def test_shared_pool_is_one_per_target_and_process(target: SSHTarget) -> None:
+    setup = ("export ORCH_MARK=1",)
+    assert shared_pool(target) is shared_pool(target)
+    assert shared_pool(target, env_setup=setup) is not shared_pool(target)
+    assert shared_pool(target, env_setup=setup).run(["sh", "-c", "echo $ORCH_MARK"]).stdout == "1\n"
+
+
+def test_tcp_nodelay_and_preferred_cipher(conn: SSHConnection) -> None:
     sock = conn.transport.sock
     assert isinstance(sock, socket.socket)
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     assert conn.transport.remote_cipher.startswith("aes128-gcm")
-    with conn.sftp() as sftp:
-        assert sftp.stat("/tmp").st_mode is not None

@@ -20,7 +20,7 @@ import pytest
 from infra.services import INFRA_DIR, parse_exports, require
 from sqlalchemy import select
 
-from orchestrator.hosts.ssh.client import SSHTarget
+from orchestrator.hosts.ssh.target import SSHTarget
 from orchestrator.store import ProjectStore
 from orchestrator.transfer.errors import TransferError
 from orchestrator.transfer.ledger import RECORDS

@@ -19,7 +19,7 @@ from infra.services import require_service
 from sqlalchemy import select
 
 from orchestrator.cli import main as orch_main
-from orchestrator.hosts.ssh.client import SSHTarget
+from orchestrator.hosts.ssh.target import SSHTarget
 from orchestrator.store import ProjectStore
 from orchestrator.transfer import stager as stager_module
 from orchestrator.transfer.errors import RemoteAgentError, TransferError

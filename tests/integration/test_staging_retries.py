@@ -37,8 +37,9 @@ import pytest
 from infra.services import INFRA_DIR, parse_exports, require
 from sqlalchemy import select
 
-from orchestrator.hosts.ssh.client import SSHTarget, connect
+from orchestrator.hosts.ssh.client import connect
 from orchestrator.hosts.ssh.openssh import ssh_argv
+from orchestrator.hosts.ssh.target import SSHTarget
 from orchestrator.store import ProjectStore
 from orchestrator.transfer import protocol
 from orchestrator.transfer import stager as stager_module

@@ -26,8 +26,8 @@ def host(kind: str) -> HostConfig:
                       queues={"q": QueueConfig(name="q")}, default_queue="q", user="alice")
 
 
-def result(stdout: str = "", stderr: str = "", returncode: int = 0) -> CommandResult:
-    return CommandResult(("cmd",), returncode, stdout, stderr)
+def result(stdout: str = "", stderr: str = "", exit_code: int = 0) -> CommandResult:
+    return CommandResult(("cmd",), exit_code, stdout, stderr)
 
 
 SLURM = backend_for(host("slurm"))
@@ -78,10 +78,10 @@ def test_slurm_status() -> None:
 
 def test_slurm_status_results() -> None:
     # every listed job aged out of squeue: an answer, not an error (they are reconciled)
-    gone = result(stderr="slurm_load_jobs error: Invalid job id specified\n", returncode=1)
+    gone = result(stderr="slurm_load_jobs error: Invalid job id specified\n", exit_code=1)
     assert SLURM.read_status(gone) == {}
     down = result(stderr="slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n",
-                  returncode=1)
+                  exit_code=1)
     with pytest.raises(QueueCommandError) as info:
         SLURM.read_status(down)
     assert info.value.transient and "Unable to contact slurm controller" in str(info.value)
@@ -94,7 +94,7 @@ def test_slurm_accounting() -> None:
     assert records["22"].state is JobState.CANCELLED and records["22"].native_state == "CANCELLED by 0"
     assert records["23"].max_memory_mb == 200.0 and records["23"].cpu_time_s == 241 and records["23"].gpus == 0
     assert records["24"].state is JobState.FAILED and records["24"].signal == 15 and records["24"].elapsed_s == 600
-    disabled = result(stderr="Slurm accounting storage is disabled\n", returncode=1)
+    disabled = result(stderr="Slurm accounting storage is disabled\n", exit_code=1)
     with pytest.raises(AccountingUnavailable):
         SLURM.read_accounting(disabled)
 
@@ -106,9 +106,9 @@ def test_slurm_submit_and_cancel() -> None:
         SLURM.parse_job_id("sbatch: error: Batch job submission failed: Invalid partition name specified")
     assert SLURM.cancel_succeeded(result(
         stderr="scancel: error: Kill job error on job id 14: Job/step already completing or completed\n",
-        returncode=1))
+        exit_code=1))
     assert not SLURM.cancel_succeeded(result(stderr="scancel: error: Unable to contact slurm controller\n",
-                                             returncode=1))
+                                             exit_code=1))
 
 
 def test_slurm_time_and_checks() -> None:
@@ -232,7 +232,7 @@ def test_sge_accounting() -> None:
     records = SGE.parse_accounting(QACCT_KILLED)
     assert records["6"].state is JobState.CANCELLED and records["6"].exit_code == 137 and records["6"].signal == 9
     assert records["5"].state is JobState.FAILED and records["5"].exit_code == 3
-    assert SGE.read_accounting(result(stderr="error: job id 4 not found\n", returncode=1)) == {}
+    assert SGE.read_accounting(result(stderr="error: job id 4 not found\n", exit_code=1)) == {}
     assert SGE.accounting_commands(["1", "2"]) == [["qacct", "-j", "1"], ["qacct", "-j", "2"]]
 
 
@@ -241,7 +241,7 @@ def test_sge_submit_and_cancel() -> None:
     assert SGE.parse_job_id('Your job 9 ("ok") has been submitted\n') == "9"
     with pytest.raises(JobSubmitError):
         SGE.parse_job_id("Unable to run job: Error reading answer list from qmaster\nExiting.\n")
-    assert SGE.cancel_succeeded(result(stdout='denied: job "1" does not exist\n', returncode=1))
+    assert SGE.cancel_succeeded(result(stdout='denied: job "1" does not exist\n', exit_code=1))
 
 
 PBS_JSON = """{
@@ -381,15 +381,15 @@ def test_pbs_status_text_and_accounting() -> None:
 
 
 def test_pbs_results_and_submit() -> None:
-    partial = result(stdout=PBS_JSON, stderr="qstat: Unknown Job Id 4001.pbs01\n", returncode=35)
+    partial = result(stdout=PBS_JSON, stderr="qstat: Unknown Job Id 4001.pbs01\n", exit_code=35)
     assert len(PBS.read_status(partial)) == 5
     with pytest.raises(QueueCommandError):
         PBS.read_status(result(stderr="Connection refused\nqstat: cannot connect to server pbs01 (errno=15010)\n",
-                               returncode=2))
+                               exit_code=2))
     with pytest.raises(QueueCommandError, match="invalid JSON"):
         PBS.parse_status('{"Jobs": {')
     assert PBS.parse_job_id("4113.pbs01\n") == "4113.pbs01" and PBS.parse_job_id("77[].pbs01\n") == "77[].pbs01"
     with pytest.raises(JobSubmitError):
         PBS.parse_job_id("qsub: Job exceeds queue resource limits MSG=cannot satisfy queue max ngpus requirement")
     assert PBS.status_command(["1.s", "2.s"]) == ["qstat", "-x", "-f", "-F", "json", "1.s", "2.s"]
-    assert PBS.cancel_succeeded(result(stderr="qdel: Job has finished 4109.pbs01\n", returncode=35))
+    assert PBS.cancel_succeeded(result(stderr="qdel: Job has finished 4109.pbs01\n", exit_code=35))

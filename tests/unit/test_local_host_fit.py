@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.hosts.config.loader import parse_hosts
-from orchestrator.hosts.config.model import LOCAL_HOST, HostConfig
+from orchestrator.hosts.config.model import BUILT_IN_LOCAL_HOST, HostConfig
 from orchestrator.hosts.env_setup import EnvSetupError, environment_after
 from orchestrator.hosts.errors import HostConfigError
 from orchestrator.hosts.fit import DoesNotFitHost, check_local_steps, check_queue_steps, check_ssh_steps
@@ -72,7 +72,7 @@ def test_more_gpus_declared_than_the_environment_allows_is_a_host_error(tmp_path
 def test_the_loader_says_whether_gpus_were_given(tmp_path: Path) -> None:
     assert local("gpus = 0", tmp_path).gpus_declared
     assert not local("cores = 4", tmp_path).gpus_declared
-    assert not LOCAL_HOST.gpus_declared
+    assert not BUILT_IN_LOCAL_HOST.gpus_declared
 
 
 # -- the layout --
@@ -92,7 +92,7 @@ def test_a_layout_that_starves_its_workers_of_memory_is_refused(tmp_path: Path) 
 
 
 def test_the_built_in_host_has_todays_shape() -> None:
-    spec = local_host_spec(LOCAL_HOST, env={"CUDA_VISIBLE_DEVICES": ""})
+    spec = local_host_spec(BUILT_IN_LOCAL_HOST, env={"CUDA_VISIBLE_DEVICES": ""})
     assert (spec.workers, spec.cpus_per_worker, spec.gpu_devices, spec.env) == (os.cpu_count() or 1, 1, [], {})
     assert spec.cores is None and spec.memory_per_worker_mb is None and spec.max_step_gpus == 0
     assert spec.resources_of(0) == {"cpus": 1.0} and spec.env_of(0) == {}
@@ -123,7 +123,7 @@ def test_local_refuses_more_gpus_than_the_host_or_one_worker_has(tmp_path: Path)
         check_local_steps(spec, [step(gpus=2)])
     shared = local_host_spec(local("gpus = 2\nworkers = 2\ngpu_sharing = true", tmp_path), env={})
     check_local_steps(shared, [step(gpus=2)])
-    none = local_host_spec(LOCAL_HOST, env={"CUDA_VISIBLE_DEVICES": ""})
+    none = local_host_spec(BUILT_IN_LOCAL_HOST, env={"CUDA_VISIBLE_DEVICES": ""})
     with pytest.raises(DoesNotFitHost, match=r"1 GPU\(s\); host 'local' has no GPUs \(CUDA_VISIBLE_DEVICES=\)"):
         check_local_steps(none, [step(gpus=1)])
 
@@ -142,7 +142,7 @@ def test_local_refuses_more_cores_or_memory_than_declared(tmp_path: Path) -> Non
 
 def test_the_built_in_host_does_not_limit_cores_or_memory() -> None:
     """Without a declared size MPI steps may oversubscribe this machine, as they always could."""
-    spec = local_host_spec(LOCAL_HOST, env={"CUDA_VISIBLE_DEVICES": ""})
+    spec = local_host_spec(BUILT_IN_LOCAL_HOST, env={"CUDA_VISIBLE_DEVICES": ""})
     check_local_steps(spec, [step(cpus=4, mpi_ranks=1000, memory_mb=10**9)])
 
 

@@ -1,7 +1,7 @@
 """The transfer protocol end to end with the real agent script, run locally.
 
 A stand-in ``ssh`` (a shell script running the remote command line with ``sh -c``) lets
-:class:`OpenSSHProcess` start the agent on this machine: the command line, quoting, the
+:class:`OpenSSHShell` start the agent on this machine: the command line, quoting, the
 agent and the local half of the protocol are all the real ones; only the network is not.
 """
 
@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.hosts.ssh.client import RemoteProcess, SSHTarget
-from orchestrator.hosts.ssh.openssh import OpenSSHProcess, ssh_argv
+from orchestrator.hosts.ssh.openssh import OpenSSHShell, ssh_argv
+from orchestrator.hosts.ssh.shell import RemoteProcess
+from orchestrator.hosts.ssh.target import SSHTarget
 from orchestrator.transfer import protocol
 from orchestrator.transfer.errors import RemoteAgentError, SourceChangedError, TransferInterrupted
 from orchestrator.transfer.fingerprint import FileStat
@@ -31,7 +32,7 @@ def start(tmp_path: Path) -> protocol.Starter:
     fake = tmp_path / "fake-ssh"
     fake.write_text('#!/bin/sh\nfor last; do :; done\nexec sh -c "$last"\n')
     fake.chmod(0o755)
-    return lambda argv: OpenSSHProcess(TARGET, argv, str(fake))
+    return OpenSSHShell(TARGET, ssh=str(fake)).start
 
 
 PY = sys.executable
@@ -147,6 +148,9 @@ class _DeadProcess(RemoteProcess):
 
     def wait(self, timeout: float | None = None) -> int:
         return self.code
+
+    def kill(self) -> None:
+        pass
 
     def close(self) -> None:
         pass

@@ -9,13 +9,8 @@ import paramiko
 import pytest
 
 from orchestrator.hosts.config.model import SshConfig
-from orchestrator.hosts.ssh.client import (
-    HostKeyMismatchError,
-    HostKeyUnknownError,
-    SSHTarget,
-    check_host_key,
-    fingerprint,
-)
+from orchestrator.hosts.ssh.client import check_host_key, fingerprint
+from orchestrator.hosts.ssh.target import HostKeyMismatchError, HostKeyUnknownError, SSHTarget
 
 
 def _key(tmp_path: Path, name: str) -> paramiko.PKey:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.hosts.config.model import (
-    LOCAL_HOST,
+    BUILT_IN_LOCAL_HOST,
     HostConfig,
     HostKind,
     HostRegistry,
@@ -361,7 +361,7 @@ def load_hosts(project_dir: Path | None = None, *, env: Mapping[str, str] | None
                user_config: Path | None = None) -> HostRegistry:
     """Every host the project can use: the built-in ``local`` plus the hosts files'."""
     files = hosts_files(project_dir, env=env, user_config=user_config)
-    hosts: dict[str, HostConfig] = {LOCAL_HOST.name: LOCAL_HOST}
+    hosts: dict[str, HostConfig] = {BUILT_IN_LOCAL_HOST.name: BUILT_IN_LOCAL_HOST}
     for path in files:
         hosts.update(load_hosts_file(path))
     return HostRegistry(hosts=hosts, files=files)

@@ -12,6 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
 from orchestrator.hosts.errors import UnknownHostError
+from orchestrator.names import LOCAL_HOST
 
 
 class HostKind:
@@ -203,7 +204,7 @@ class HostConfig:
         return data
 
 
-LOCAL_HOST = HostConfig(name="local", kind=HostKind.LOCAL, description="this machine (built in)",
+BUILT_IN_LOCAL_HOST = HostConfig(name=LOCAL_HOST, kind=HostKind.LOCAL, description="this machine (built in)",
                         shared_fs=True, cores=os.cpu_count() or 1)
 
 

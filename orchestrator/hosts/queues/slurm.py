@@ -143,7 +143,7 @@ class SlurmBackend(QueueBackend):
 
     def read_status(self, result: CommandResult) -> dict[str, JobStatus]:
         # Every listed job has left squeue (older than MinJobAge): squeue says "Invalid job id".
-        if result.returncode == 1 and "Invalid job id specified" in result.stderr and not result.stdout.strip():
+        if result.exit_code == 1 and "Invalid job id specified" in result.stderr and not result.stdout.strip():
             return {}
         return super().read_status(result)
 

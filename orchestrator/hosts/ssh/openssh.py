@@ -5,7 +5,11 @@ encrypts in C in its own process, which on loopback moves a large file about 1.5
 fast (see ``bench/transfer.py``). It is used only for streams worth its start-up (~0.1-0.2 s),
 with the same checks as our paramiko connections: the target's known_hosts file with strict
 checking (never the user's ``~/.ssh/config``), batch mode (no password prompt, ever), the
-target's key or the agent. A host we cannot reach this way falls back to paramiko.
+target's key or the agent (one :class:`~orchestrator.hosts.ssh.target.SSHTarget` for both
+clients). :class:`OpenSSHShell` is the same client API as a paramiko connection
+(:class:`~orchestrator.hosts.ssh.shell.RemoteShell`); the stager takes it for payloads of
+16 MiB and more, and falls back to paramiko when the ``ssh`` client is refused where paramiko
+is not.
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ import threading
 from collections.abc import Sequence
 from typing import IO
 
-from orchestrator.hosts.ssh.client import RemoteProcess, SSHTarget
+from orchestrator.hosts.errors import QueueCommandError
+from orchestrator.hosts.runner import CommandResult
+from orchestrator.hosts.ssh.shell import RemoteProcess, RemoteShell
+from orchestrator.hosts.ssh.target import SSHError, SSHTarget
 
 CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
            "aes128-ctr", "aes192-ctr", "aes256-ctr")
@@ -28,8 +35,8 @@ CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly130
 KEX = ("curve25519-sha256", "curve25519-sha256@libssh.org", "sntrup761x25519-sha512@openssh.com",
        "ecdh-sha2-nistp256", "ecdh-sha2-nistp384", "ecdh-sha2-nistp521", "diffie-hellman-group-exchange-sha256",
        "diffie-hellman-group16-sha512", "diffie-hellman-group18-sha512", "diffie-hellman-group14-sha256")
-SSH_FAILED = 255
-PIPE_SIZE = 1 << 20  # ssh's own exit status when it could not connect or log in
+SSH_FAILED = 255  # ssh's own exit status when it could not connect or log in
+PIPE_SIZE = 1 << 20
 
 
 def ssh_binary() -> str | None:
@@ -70,8 +77,11 @@ class OpenSSHProcess(RemoteProcess):
     def __init__(self, target: SSHTarget, remote_argv: Sequence[str], ssh: str = "ssh") -> None:
         super().__init__(remote_argv)
         self.target = target
-        self.process = subprocess.Popen(ssh_argv(target, remote_argv, ssh), stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+        try:
+            self.process = subprocess.Popen(ssh_argv(target, remote_argv, ssh), stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+        except FileNotFoundError as exc:
+            raise SSHError(f"{target.label}: no ssh client {ssh!r} on this machine (install openssh-client)") from exc
         for pipe in (self.process.stdin, self.process.stdout):
             _widen(pipe)
         self._drain = threading.Thread(target=self._drain_stderr, daemon=True, name="openssh-stderr")
@@ -109,6 +119,10 @@ class OpenSSHProcess(RemoteProcess):
         self._drain.join(5)
         return code
 
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+
     def close(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
@@ -117,3 +131,29 @@ class OpenSSHProcess(RemoteProcess):
             if stream is not None and not stream.closed:
                 stream.close()
         self._drain.join(5)
+
+
+class OpenSSHShell(RemoteShell):
+    """The target's commands and streams through the local ``ssh`` client (``ssh``: its path)."""
+
+    def __init__(self, target: SSHTarget, *, env_setup: Sequence[str] = (), ssh: str = "ssh") -> None:
+        super().__init__(target, env_setup=env_setup)
+        self.ssh = ssh
+
+    def _open(self, argv: Sequence[str], idle_timeout: float | None) -> OpenSSHProcess:
+        # ssh's ServerAlive settings find a dead connection; an idle stream is not one
+        return OpenSSHProcess(self.target, argv, self.ssh)
+
+    def _finished(self, result: CommandResult) -> CommandResult:
+        if result.exit_code == SSH_FAILED:
+            # a host key or a login refused stays refused; anything else (no route, a timeout) may pass
+            refused = any(why in result.stderr for why in ("Host key verification failed", "Permission denied"))
+            where = f"{self.target.host} port {self.target.port}"
+            detail = result.stderr.strip() or "ssh failed"
+            raise QueueCommandError(f"{self.target.label}: ssh was refused by {where}: {detail}" if refused else
+                                    f"{self.target.label}: cannot reach the SSH server on {where} with ssh: {detail}",
+                                    transient=not refused)
+        return result
+
+    def close(self) -> None:
+        """Nothing to close: each process is its own connection."""

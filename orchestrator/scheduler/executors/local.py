@@ -27,12 +27,14 @@ from distributed.security import Security
 
 from orchestrator.hosts import fit
 from orchestrator.hosts.config.loader import load_hosts
-from orchestrator.hosts.config.model import LOCAL_HOST
+from orchestrator.hosts.config.model import BUILT_IN_LOCAL_HOST
 from orchestrator.hosts.env_setup import environment_after
 from orchestrator.hosts.errors import HostError
 from orchestrator.hosts.local_host import LocalHostSpec, local_host_spec
+from orchestrator.names import LOCAL_HOST
 from orchestrator.protocol import Step, StepGraph
 from orchestrator.scheduler.executors.base import HostExecutor, HostUnusable
+from orchestrator.scheduler.executors.watch import StrandedTasks, local_no_worker_limit
 from orchestrator.security import LOOPBACK_HTTP
 from orchestrator.store import StepRecord
 from orchestrator.worker.gpus import run_gpu_step_task
@@ -88,7 +90,7 @@ def resolve_local_host(project_dir: Path, workers: int | None = None) -> LocalHo
     built-in host), on this machine: GPUs found, ``env_setup`` run once (its variables go to
     every worker; variables it unsets cannot be, and are logged). ``workers`` (``orch daemon
     --workers``) overrides the host's."""
-    host = load_hosts(project_dir).get(LOCAL_HOST.name)
+    host = load_hosts(project_dir).get(BUILT_IN_LOCAL_HOST.name)
     spec = local_host_spec(host, workers=workers)
     if host.env_setup:
         where = f"host {host.name!r}" + (f" ({host.source})" if host.source else "")
@@ -110,7 +112,7 @@ class ConfiguredLocalHost:
     """
 
     def __init__(self, project_dir: Path, workers: int | None = None, security: Security | None = None) -> None:
-        self.name = LOCAL_HOST.name
+        self.name = BUILT_IN_LOCAL_HOST.name
         self.project_dir = project_dir
         self.workers = workers
         self.security = security
@@ -136,7 +138,7 @@ class LocalExecutor(HostExecutor):
     GPUs is checked.
     """
 
-    def __init__(self, client: Client | None, name: str = "local", worker_cpus: int = 1, worker_gpus: int = 0,
+    def __init__(self, client: Client | None, name: str = LOCAL_HOST, worker_cpus: int = 1, worker_gpus: int = 0,
                  gpu_sharing: bool = False, start: Callable[[], tuple[Any, Client]] | None = None, *,
                  configured: ConfiguredLocalHost | None = None) -> None:
         if configured is not None:
@@ -151,6 +153,13 @@ class LocalExecutor(HostExecutor):
         self._fixed = LocalHostSpec(workers=1, cpus_per_worker=worker_cpus,
                                     worker_gpus=(tuple(str(i) for i in range(worker_gpus)),),
                                     gpu_sharing=gpu_sharing, name=name, gpu_source=f"{worker_gpus} per worker")
+        project_dir = configured.project_dir if configured is not None else None
+        self._stranded = StrandedTasks(name, lambda: local_no_worker_limit(project_dir))
+
+    def tick(self) -> None:
+        """Fail a step that no worker could take for ``no_worker_limit`` (see :mod:`.watch`)."""
+        if self._client is not None:
+            self._stranded.check(self._client)
 
     def spec(self) -> LocalHostSpec:
         """The host's shape and limits (the configured host's is resolved on the first call)."""

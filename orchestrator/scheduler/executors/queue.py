@@ -10,6 +10,11 @@
 - **Batch jobs**: every other step goes to :func:`run_batch_step` on a thread worker inside
   this process (a small dask cluster of its own), which submits the job with exactly the step's
   resources and waits for the host's poller to settle it.
+- **Nothing stuck** (:mod:`.queue_watch`, from :meth:`QueueExecutor.tick`): a host whose queue
+  commands keep failing is reported unreachable after its grace period; a pilot whose worker
+  never connects is cancelled and reported, and after several in a row the pilot steps fail
+  with the reason; a batch job gone from the queue and its accounting is settled as lost after
+  ``[hosts.X.liveness] lost_job_after``.
 - **Cancel**: batch jobs are cancelled through the queue (``scancel``/``qdel``); a step
   running in a pilot has its processes (found by its token, and its worker by pid and start
   time) ended through the worker's nanny, which then starts a fresh worker in the same pilot.
@@ -37,9 +42,12 @@ from orchestrator.hosts import fit
 from orchestrator.hosts.config.model import HostConfig
 from orchestrator.hosts.queues.jobs import BatchQueue
 from orchestrator.hosts.queues.pilots import pilots_needed, start_pilot_cluster, worker_resources
+from orchestrator.hosts.queues.poller import PollSettings
 from orchestrator.protocol import Step, StepGraph
 from orchestrator.scheduler.executors.base import HostExecutor, HostUnusable, drain_announcements, host_path_map
 from orchestrator.scheduler.executors.batch import register_batch_host, run_batch_step, unregister_batch_host
+from orchestrator.scheduler.executors.queue_watch import PilotWatch, QueueHostWatch
+from orchestrator.scheduler.executors.watch import HealthReport
 from orchestrator.security import LOOPBACK_HTTP, project_tls
 from orchestrator.store import ProjectStore, StepRecord
 from orchestrator.worker.processes import end_step_processes, step_token
@@ -69,7 +77,7 @@ class QueueExecutor(HostExecutor):
         self.scale_interval_s = scale_interval_s
         pilot = host.pilot
         self.share = worker_resources(pilot.cores, pilot.gpus, pilot.processes)
-        self.batch = BatchQueue(host).start()
+        self.batch = BatchQueue(host, settings=PollSettings(lost_after_s=host.liveness.lost_job_after_s)).start()
         python = pilot.python or sys.executable
         register_batch_host(self.batch, store, python)
         self._lock = threading.Lock()
@@ -96,6 +104,10 @@ class QueueExecutor(HostExecutor):
             self.batch.close()
             unregister_batch_host(host.name)
             raise
+        # nothing stuck: queue commands, pilots that never connect, stranded pilot steps (queue_watch)
+        pilot_watch = PilotWatch(host, self.cluster, self.client, self.batch.poller, project_dir / "pilots" / host.name,
+                                 python) if self.pilots else None
+        self.watch = QueueHostWatch(host, self.batch.poller, HealthReport(store, host.name), pilots=pilot_watch)
         if pilot.min_pilots and self.pilots:
             self._scale(pilot.min_pilots)
 
@@ -153,6 +165,7 @@ class QueueExecutor(HostExecutor):
 
     # ------------------------------------------------------------------ scaling
     def tick(self) -> None:
+        self.watch.look()
         if self.pilots:
             self._scale_to_work(force=False)
 
@@ -171,6 +184,8 @@ class QueueExecutor(HostExecutor):
             self._scale(self.host.pilot.min_pilots)
 
     def _scale(self, jobs: int) -> None:
+        if self.watch.pilots_broken():
+            jobs = 0  # too many pilots in a row never connected: none for a while (queue_watch)
         self._last_scale = time.monotonic()
         if jobs != self._scaled_to:
             log.info("host %s: %d pilot job(s)", self.name, jobs)

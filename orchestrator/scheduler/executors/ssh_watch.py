@@ -71,6 +71,14 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
 
 
+def _gist(text: str) -> str:
+    """An error on one line: its first line and, when there are more, its last (often stderr's end)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else ""
+    return f"{lines[0]} ... {lines[-1]}"
+
+
 class SSHWorkerWatch:
     """Keeps one SSH host's group of dask workers (see the module docstring).
 
@@ -96,6 +104,7 @@ class SSHWorkerWatch:
         self._restart_error = ""
         self._thread: threading.Thread | None = None
         self._tracker = StrandedSince()
+        self._was_lost = False
         self._last_look = 0.0
         #: how many times the group was lost (for tests and logs)
         self.losses = 0
@@ -129,9 +138,12 @@ class SSHWorkerWatch:
         if state is GroupState.CLOSED:
             return
         if state is GroupState.UP and group is not None:
+            if self._was_lost:  # back: what waited during the restart starts its count again
+                self._was_lost, self._tracker = False, StrandedSince()
             health.ok(f"{len(group.workers)} SSH worker(s) running")
             fail_stranded_after(self.client, view, self._tracker, self.liveness.no_worker_s, self.host.name, now)
             return
+        self._was_lost = True
         self._tracker.update(view.stranded, now)
         if self._unreachable_now(now):
             message = self.unreachable_message()
@@ -182,7 +194,7 @@ class SSHWorkerWatch:
         when = lost_wall.strftime("%Y-%m-%d %H:%M:%S UTC") if lost_wall else "?"
         text = (f"its SSH workers were lost at {when} ({_first_line(why)}) and could not be started again within "
                 f"{self.liveness.unreachable_after_s:.0f} s ([hosts.{self.host.name}.liveness] unreachable_after)")
-        return text + (f"; last try: {_first_line(error)}" if error else "")
+        return text + (f"; last try: {_gist(error)}" if error else "")
 
     # ------------------------------------------------------------------ starting again, in a thread
     def _restart(self, old: SSHWorkerGroup) -> None:

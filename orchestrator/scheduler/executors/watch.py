@@ -25,12 +25,15 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from distributed import Client
 from sqlalchemy.exc import OperationalError
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.hosts.config.model import LivenessConfig
+from orchestrator.names import LOCAL_HOST
 from orchestrator.store import ProjectStore
 from orchestrator.store.host_health import HostState
 
@@ -81,6 +84,8 @@ def _view_on_scheduler(dask_scheduler: Any) -> dict[str, Any]:
 def cluster_view(client: Client) -> ClusterView | None:
     """The workers and stranded tasks of ``client``'s scheduler; None when it cannot be asked now
     (it is closing, or did not answer within :data:`VIEW_TIMEOUT_S`)."""
+    # Client.run_on_scheduler with a deadline (the public call has none): a scheduler whose event
+    # loop is stuck must not stop the scheduler's own loop, from which this is called.
     try:
         raw = client.sync(client._run_on_scheduler, _view_on_scheduler, callback_timeout=VIEW_TIMEOUT_S)
     except (OSError, RuntimeError) as exc:  # CommClosedError and TimeoutError are OSErrors
@@ -188,13 +193,19 @@ def fail_stranded_after(client: Client, view: ClusterView, tracker: StrandedSinc
 
 class StrandedTasks:
     """The no-worker limit alone, for a cluster whose workers need no other watch (the local host):
-    a task that no worker could take for ``limit_s`` is failed."""
+    a task that no worker could take for ``limit_s()`` (asked once, when first needed) is failed."""
 
     def __init__(self, host: str, limit_s: Callable[[], float]) -> None:
         self.host = host
-        self._limit_s = limit_s
+        self._limit_source = limit_s
+        self._limit: float | None = None
         self._tracker = StrandedSince()
         self._last_look = 0.0
+
+    def _limit_s(self) -> float:
+        if self._limit is None:
+            self._limit = self._limit_source()
+        return self._limit
 
     def check(self, client: Client, now: float | None = None) -> list[str]:
         now = time.monotonic() if now is None else now
@@ -205,6 +216,20 @@ class StrandedTasks:
         if view is None:
             return []
         return fail_stranded_after(client, view, self._tracker, self._limit_s(), self.host, now)
+
+
+def local_no_worker_limit(project_dir: Path | None) -> float:
+    """The local host's ``[hosts.local.liveness] no_worker_limit`` (the default without a project,
+    or when its hosts files cannot be read: the local host's own check reports that)."""
+    default = LivenessConfig().no_worker_s
+    if project_dir is None:
+        return default
+    from orchestrator.hosts.config.loader import load_hosts
+
+    try:
+        return load_hosts(project_dir).get(LOCAL_HOST).liveness.no_worker_s
+    except OrchestratorError:
+        return default
 
 
 class HealthReport:
