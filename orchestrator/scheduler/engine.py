@@ -307,6 +307,10 @@ class Scheduler:
         if row.step_state is StepState.FINISHED:
             log.info("step %s of run %s finished already: not run again", name, active.run.name)
             self._step_finished(active, name)
+        elif row.step_state in (StepState.PENDING, StepState.FAILED):
+            log.warning("step %s of run %s is at attempt %d in the store: queued again from there", name,
+                        active.run.name, row.attempt)
+            active.ready.append(name)  # its attempt count now follows the store's
         elif not row.step_state.is_final:
             log.warning("step %s of run %s is %s (attempt %d): not queued again", name, active.run.name, row.state,
                         row.attempt)

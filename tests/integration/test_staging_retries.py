@@ -203,19 +203,32 @@ class PartialWatcher:
         self._thread.join(10)
 
 
-class KillOnce:
-    """A progress callback that kills the ``mode`` helpers below our sshd the first time ``when``
-    holds, and keeps every progress seen and the one at the kill for the test to read."""
+class ArrivalWatcher:
+    """Kills the ``mode`` helpers below our sshd once ``threshold`` files have arrived (by their
+    final names) in ``folder``, from a thread polling every 2 ms, and keeps the inode of every file
+    there just after the kill (every file the first try confirmed is among them)."""
 
-    def __init__(self, sshd: PrivateSshd, mode: str, when: Callable[[Progress], bool]) -> None:
-        self.sshd, self.mode, self.when = sshd, mode, when
-        self.seen: list[Progress] = []
-        self.at_kill: list[Progress] = []
+    def __init__(self, sshd: PrivateSshd, mode: str, folder: Path, threshold: int) -> None:
+        self.sshd, self.mode, self.folder, self.threshold = sshd, mode, folder, threshold
+        self.inodes_at_kill: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="arrival-watcher")
 
-    def __call__(self, progress: Progress) -> None:
-        self.seen.append(progress)
-        if not self.at_kill and not progress.finished and self.when(progress) and kill_helpers(self.sshd, self.mode):
-            self.at_kill.append(progress)
+    def _watch(self) -> None:
+        while not self._stop.wait(0.002):
+            if sum(1 for _ in self.folder.glob("mic_*.mrc")) < self.threshold:
+                continue
+            if kill_helpers(self.sshd, self.mode):
+                self.inodes_at_kill = {path.name: path.stat().st_ino for path in self.folder.glob("mic_*.mrc")}
+            return
+
+    def __enter__(self) -> ArrivalWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 # ---------------------------------------------------------------------------------- resume with retries
@@ -377,31 +390,25 @@ def test_an_interrupted_batch_sends_only_the_unconfirmed_files_again(sshd: Priva
     count, size = 1000, 20_000
     movies = tmp_path / "proj" / "movies"
     sums = small_files(movies, count, size)
-    inodes_at_kill: dict[str, int] = {}
-
-    def snapshot(progress: Progress) -> bool:
-        if progress.files_done < 100:
-            return False
-        inodes_at_kill.update({p.name: p.stat().st_ino for p in (remote_dir / "movies").glob("mic_*.mrc")})
-        return True
-
-    callback = KillOnce(sshd, "recv-batch", snapshot)
-    seen, at_kill = callback.seen, callback.at_kill
+    seen: list[Progress] = []
     batches = BatchTries(monkeypatch, "upload_batch")
-    with make_stager(store, sshd.target, bulk=bulk, parallel=1, retries=2, progress=callback) as stager:
+    # Killed from what has arrived on the host, not from the progress this side reads back: the
+    # host's confirmations may be read only after it has written every file (and exited).
+    with make_stager(store, sshd.target, bulk=bulk, parallel=1, retries=2, progress=seen.append) as stager, \
+            ArrivalWatcher(sshd, "recv-batch", remote_dir / "movies", 100) as watcher:
         report = stager.stage_in(None, [movies], str(remote_dir), base=movies.parent)
-    assert at_kill, "the batch's helper was never killed: the test did not interrupt anything"
-    confirmed_at_kill = at_kill[0].files_done
+    assert watcher.inodes_at_kill, "the batch's helper was never killed: the test did not interrupt anything"
     first, again = batches.tries  # the interrupted try, and one retry
     assert first.interrupted and not again.interrupted and len(first.asked) == count
-    assert confirmed_at_kill <= len(first.confirmed) < count
+    assert len(first.confirmed) < count
     assert again.asked == first.asked - first.confirmed == again.confirmed  # exactly what was not confirmed
 
     arrived = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (remote_dir / "movies").iterdir()}
     assert arrived == sums  # every file, verified, and no temporary file left behind
     # A file the host confirmed before the kill was not sent again: the same file (inode) is there.
-    kept = [name for name, inode in inodes_at_kill.items() if (remote_dir / "movies" / name).stat().st_ino == inode]
-    assert len(kept) >= confirmed_at_kill
+    kept = [name for name, inode in watcher.inodes_at_kill.items()
+            if (remote_dir / "movies" / name).stat().st_ino == inode]
+    assert len(kept) >= len(first.confirmed)
     assert len(kept) < count  # and the rest was sent again, not assumed to be there
 
     rows = records(store)
@@ -424,33 +431,28 @@ def test_an_interrupted_batch_of_outputs_fetches_only_the_missing_ones_again(
     for path in [outputs, *outputs.iterdir()]:
         shutil.chown(path, sshd.target.login)
     back = tmp_path / "back"
-    inodes_at_kill: dict[str, int] = {}
-
-    def snapshot(progress: Progress) -> bool:
-        if progress.files_done < 100:
-            return False
-        inodes_at_kill.update({p.name: p.stat().st_ino for p in back.glob("mic_*.mrc")})
-        return True
-
-    callback = KillOnce(sshd, "send-batch", snapshot)
+    back.mkdir()
+    seen: list[Progress] = []
     batches = BatchTries(monkeypatch, "download_batch")
-    with make_stager(store, sshd.target, bulk=bulk, parallel=1, retries=2, progress=callback) as stager:
+    # Killed from what has arrived here: the progress reports come in coarse steps (0, then 899),
+    # while what arrives can be at most a channel's window ahead of what the host has sent.
+    with make_stager(store, sshd.target, bulk=bulk, parallel=1, retries=2, progress=seen.append) as stager, \
+            ArrivalWatcher(sshd, "send-batch", back, 100) as watcher:
         report = stager.stage_out(None, [str(outputs)], back, remote_base=str(outputs))
-    assert callback.at_kill, "the batch's helper was never killed: the test did not interrupt anything"
-    confirmed_at_kill = callback.at_kill[0].files_done
+    assert watcher.inodes_at_kill, "the batch's helper was never killed: the test did not interrupt anything"
     first, again = batches.tries  # the interrupted try, and one retry
     assert first.interrupted and not again.interrupted and len(first.asked) == count
-    assert confirmed_at_kill <= len(first.confirmed) < count
+    assert len(first.confirmed) < count
     assert again.asked == first.asked - first.confirmed == again.confirmed  # exactly what was not fetched
     assert {p.name: digest(p) for p in back.iterdir()} == sums  # every file, verified, nothing else
-    kept = [name for name, inode in inodes_at_kill.items() if (back / name).stat().st_ino == inode]
-    assert confirmed_at_kill <= len(kept) < count  # what had arrived was not fetched again; the rest was
+    kept = [name for name, inode in watcher.inodes_at_kill.items() if (back / name).stat().st_ino == inode]
+    assert len(kept) == len(watcher.inodes_at_kill) < count  # what had arrived was not fetched again; the rest was
     rows = records(store)
     assert len(rows) == count and {r["state"] for r in rows} == {"done"} and {r["direction"] for r in rows} == {"out"}
     assert {r["method"] for r in rows} == {f"batch/{bulk}"}
     assert len(report.sent) == count and report.bytes_sent == count * size
     assert {Path(p).name: e["sha256"] for p, e in ledger(store).items()} == sums
-    assert callback.seen[-1].files_done == count and callback.seen[-1].bytes_done == count * size
+    assert seen[-1].files_done == count and seen[-1].bytes_done == count * size
 
 
 # ---------------------------------------------------------------------------------- fallback between transports
