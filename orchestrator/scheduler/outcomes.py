@@ -20,6 +20,7 @@ from orchestrator.protocol import OutputRef
 from orchestrator.protocol.sets import referenced_set_ids
 from orchestrator.store import ProjectStore
 from orchestrator.store.engine import is_sqlite
+from orchestrator.store.lifecycle import StepEnd
 from orchestrator.store.set_files import export_set, exported_set_path, load_pending_set
 from orchestrator.worker.outcome import SETS_DIR, StepOutcome
 
@@ -49,6 +50,16 @@ def record_outcome(store: ProjectStore, outcome: StepOutcome, local_attempt_dir:
     error = f"{outcome.error}\n--- last lines of {where}{outcome.log_note} ---\n{outcome.log_tail}"
     return store.lifecycle.fail_step(outcome.step_id, outcome.attempt, error, message=outcome.error,
                                      started=outcome.started_fields(), **ended)
+
+
+def record_plain_ends(store: ProjectStore, outcomes: list[StepOutcome]) -> set[int]:
+    """Record, in one transaction, reported attempts that ended well and registered no set (most
+    steps of a big run); the ids of the steps recorded FINISHED (the others were refused)."""
+    now = datetime.now(UTC)
+    ends = [StepEnd(o.step_id, o.attempt, o.result, o.started_fields(),
+                    {"finished_at": now, "duration_s": o.duration_s, "peak_memory_mb": o.peak_memory_mb})
+            for o in outcomes if o.ok and not o.sets]
+    return set(store.lifecycle.finish_steps(ends))
 
 
 def needs_exported_sets(store: ProjectStore) -> bool:

@@ -125,6 +125,18 @@ class QueuedAttempt:
 
 
 @dataclass(frozen=True)
+class StepEnd:
+    """An attempt that ended well: its result, its start fields when it was never recorded
+    RUNNING (else empty), and its end fields (finished_at, duration_s, peak_memory_mb)."""
+
+    step_id: int
+    attempt: int
+    result: Any
+    started: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RunOutput:
     """One typed output of a run, registered with the run's end."""
 
@@ -317,28 +329,38 @@ class Lifecycle:
         attempt, or the step was cancelled) and nothing was created.
         """
         with self._write() as conn, conn.begin():
-            row = self._lock_step(conn, step_id)
-            rule = STEP_RULES[StepChange.FINISH]
-            if row is None or row.attempt != attempt or row.state not in _values(rule.sources):
-                return False
-            ids: dict[str, int] = {}
-            if sets:
-                from orchestrator.protocol.sets import substitute_set_ids
-                from orchestrator.store.sets import create_filled_set_in
+            return self._finish_in(conn, StepEnd(step_id, attempt, result, dict(started or {}), fields), sets)
 
-                self._drop_sets_of(conn, step_id)
-                for pending in sets:  # in registration order: a set's properties may name earlier ones
-                    ids[pending.name] = create_filled_set_in(conn, self.engine, pending.name, pending.item_type,
-                                                             pending.columns,
-                                                             substitute_set_ids(pending.properties, ids),
-                                                             row.run_id, step_id)
-            values = {**(started or {}), **fields, "result": substitute_set_ids(result, ids) if ids else result,
-                      "error": None}
-            self._start_event_if_needed(conn, row, started)
-            self._fenced(conn, step_id, attempt, StepChange.FINISH, values)
-            self._event(conn, "step", run_id=row.run_id, step_id=step_id, state=S.FINISHED.value,
-                        host=values.get("host"), job_id=values.get("job_id"),
-                        message=f"{len(ids)} set(s) registered" if ids else None)
+    def finish_steps(self, ends: Sequence[StepEnd]) -> list[int]:
+        """Several attempts that ended well and registered no set, in one transaction (the
+        scheduler records a batch of reported ends at once); the ids of those recorded."""
+        if not ends:
+            return []
+        with self._write() as conn, conn.begin():
+            return [end.step_id for end in ends if self._finish_in(conn, end, ())]
+
+    def _finish_in(self, conn: Connection, end: StepEnd, sets: Sequence[PendingSet]) -> bool:
+        row = self._lock_step(conn, end.step_id)
+        rule = STEP_RULES[StepChange.FINISH]
+        if row is None or row.attempt != end.attempt or row.state not in _values(rule.sources):
+            return False
+        ids: dict[str, int] = {}
+        if sets:
+            from orchestrator.protocol.sets import substitute_set_ids
+            from orchestrator.store.sets import create_filled_set_in
+
+            self._drop_sets_of(conn, end.step_id)
+            for pending in sets:  # in registration order: a set's properties may name earlier ones
+                ids[pending.name] = create_filled_set_in(conn, self.engine, pending.name, pending.item_type,
+                                                         pending.columns, substitute_set_ids(pending.properties, ids),
+                                                         row.run_id, end.step_id)
+        result = substitute_set_ids(end.result, ids) if ids else end.result
+        values = {**end.started, **end.fields, "result": result, "error": None}
+        self._start_event_if_needed(conn, row, end.started or None)
+        self._fenced(conn, end.step_id, end.attempt, StepChange.FINISH, values)
+        self._event(conn, "step", run_id=row.run_id, step_id=end.step_id, state=S.FINISHED.value,
+                    host=values.get("host"), job_id=values.get("job_id"),
+                    message=f"{len(ids)} set(s) registered" if ids else None)
         return True
 
     def fail_step(self, step_id: int, attempt: int, error: str, message: str | None = None,

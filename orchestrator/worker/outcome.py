@@ -113,14 +113,18 @@ def mark_started(path: Path) -> None:
 
 
 def write_outcome(path: Path, outcome: StepOutcome) -> Path:
-    """Write ``outcome.json`` into the attempt folder atomically (temporary file, fsync, rename)."""
+    """Write ``outcome.json`` into the attempt folder atomically (a temporary file renamed into place).
+
+    Not fsynced: the record has to outlive the scheduler (a killed process), which the page cache
+    and the rename give; a node that loses power loses the step's outputs with it anyway, and
+    a record without them would be worse than none. On a shared file system a sync per step
+    would cost a round trip to the server for every step of a pilot.
+    """
     target = path / OUTCOME_FILE
     tmp = path / f".{OUTCOME_FILE}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(outcome.to_json())
-        handle.flush()
-        os.fsync(handle.fileno())
     os.replace(tmp, target)
     return target
 

@@ -248,13 +248,24 @@ def _mark_running(writer: Any, payload: StepPayload, started: dict[str, Any]) ->
 
 
 # ---------------------------------------------------------------------------- every other host
-def announce_running(payload: StepPayload, started: dict[str, Any]) -> bool:
-    """Tell the scheduler, through a dask event, that the step runs; False outside a dask worker."""
+def _dask_worker() -> Any:
+    """The dask worker running this task (looked up in the task's own thread), or None."""
     try:
         from distributed import get_worker
 
-        dask_worker = get_worker()
+        return get_worker()
     except ValueError:  # a batch job, or a direct call: nobody to tell
+        return None
+
+
+def announce_running(payload: StepPayload, started: dict[str, Any], dask_worker: Any = None) -> bool:
+    """Tell the scheduler, through a dask event, that the step runs; False outside a dask worker.
+
+    ``dask_worker`` is the task's worker when called from another thread (the running marker's):
+    dask finds the current worker from the task's thread only; its ``log_event`` is thread-safe.
+    """
+    dask_worker = dask_worker or _dask_worker()
+    if dask_worker is None:
         return False
     dask_worker.log_event(RUNNING_TOPIC, {
         "step_id": payload.step_id, "run_id": payload.run_id, "attempt": payload.attempt,
@@ -287,9 +298,13 @@ def run_reported_step(payload: StepPayload) -> StepOutcome:
     mark_started(folder)
     log_path = Path(payload.log_path)
     started = _started_fields(payload)
-    announce_running(payload, started)
     sets = _reported_sets(payload)
     ctx = _context(payload, log_path, sets)
+    # As on the local host, a step that ends within the marker's delay is not announced at all:
+    # its outcome carries its start, and the scheduler records both with one write.
+    marker = RunningMarker.shared()
+    dask_worker = _dask_worker()
+    watch = marker.watch(lambda: announce_running(payload, started, dask_worker))
     t0 = time.perf_counter()
     memory = PeakMemory.shared()
     result: dict[str, Any] | None = None
@@ -302,6 +317,7 @@ def run_reported_step(payload: StepPayload) -> StepOutcome:
     except BaseException as exc:  # noqa: BLE001 - every failure of user code becomes the outcome
         error = _failure_text(exc, log_path)[0]
     finally:
+        marker.stop(watch)
         close = getattr(sets, "close", None)
         if close is not None:
             close()

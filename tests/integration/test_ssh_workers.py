@@ -327,6 +327,15 @@ def test_a_step_runs_on_an_ssh_worker_between_stage_in_and_stage_out(
             back = client.submit(stage_out_task, key, run.id, step, run_dir, remote, workers=here,
                                  pure=False).result(timeout=60)
             outcome: StepOutcome = remote.result()
+            # a step that outlasts the running marker's delay is announced while it runs
+            waited = Step(name="wait", func="orch_testkit.steps:sleep_step", args={"seconds": 0.5})
+            long_payload = StepPayload(store_url="", project_dir=str(project), run_id=run.id, run_dir=str(run_dir),
+                                       step_id=6, step_name=waited.name, func=waited.func, args=waited.args,
+                                       attempt=1, log_path=str(run_dir / "logs" / "wait.log"), host=host.name,
+                                       gpus=[0])
+            waited_outcome: StepOutcome = client.submit(
+                run_remote_step, long_payload, staging.path_map_for(waited, run_dir), resources={"gpubox": 1},
+                pure=False).result(timeout=60)
         finally:
             unregister(key)
         assert outcome.ok, outcome.log_tail
@@ -339,7 +348,9 @@ def test_a_step_runs_on_an_ssh_worker_between_stage_in_and_stage_out(
         deadline = time.monotonic() + 10
         while not events and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert events and events[0]["step_id"] == 5 and events[0]["run_id"] == run.id
-        assert events[0]["worker"] == group.worker_addresses[0] and events[0]["pid"] == outcome.pid
+        assert waited_outcome.ok, waited_outcome.log_tail
+        assert [e["step_id"] for e in events] == [6]  # the short step 5 is not announced: its end carries its start
+        assert events[0]["run_id"] == run.id
+        assert events[0]["worker"] == group.worker_addresses[0] and events[0]["pid"] == waited_outcome.pid
         assert list(events[0]["gpus"]) == [0] and events[0]["attempt"] == 1  # lists arrive as tuples
-        assert events[0]["started_at"] == outcome.started_at.isoformat()
+        assert events[0]["started_at"] == waited_outcome.started_at.isoformat()

@@ -2,9 +2,10 @@
 reports a pilot whose dask worker never connected.
 
 dask-jobqueue writes each pilot's output in the pilots folder (``pilots/<host>/`` of the
-project): ``<job name>-<job id>.out``/``.err`` for SLURM and PBS, ``<job name>.o<job id>``/
-``.e<job id>`` for Grid Engine, or ``<job name>-<job id>.log`` where the prologue redirects it
-(see :mod:`orchestrator.hosts.queues.pilots`). A file is found by the job id in its name.
+project), named by each queue's own convention for output and error files, or
+``<job name>-<job id>.log`` where the prologue redirects it (see
+:mod:`orchestrator.hosts.queues.pilots`). Whatever the convention, the job id is in the name:
+a file is found by it, and a name that looks like an error stream is read first.
 """
 
 from __future__ import annotations
