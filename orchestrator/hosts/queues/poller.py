@@ -40,7 +40,7 @@ from orchestrator.hosts.errors import AccountingUnavailable, HostError, QueueCom
 from orchestrator.hosts.queues.base import JobAccounting, JobState, JobStatus, QueueBackend
 from orchestrator.hosts.runner import CommandRunner
 
-log = logging.getLogger("orchestrator.hosts.poller")
+log = logging.getLogger(__name__)
 SENTINEL_NAME = "exit_code"
 
 
