@@ -48,6 +48,26 @@ def bash(script: str) -> list[str]:
     return ["bash", "-c", script]
 
 
+def grid_engine_report(job_id: str, job_dir: Path) -> str:
+    """What Grid Engine and the machine say about a job that did not end in time: its qstat
+    page, the files it wrote, the shepherd's trace, the processes under it and the execd's
+    last messages (so a failure in CI can be read without the machine)."""
+    def run(*command: str) -> str:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=20)
+        return f"$ {' '.join(command)}\n{done.stdout}{done.stderr}"
+
+    parts = [run("qstat", "-j", job_id), run("ps", "-eo", "pid,ppid,pgid,stat,etimes,cmd")]
+    for path in sorted(job_dir.glob("*")):
+        parts.append(f"--- {path}\n{path.read_text(errors='replace')[-2000:]}")
+    conf = subprocess.run(["qconf", "-sconf"], capture_output=True, text=True, timeout=20).stdout
+    spool = next((line.split()[1] for line in conf.splitlines() if line.startswith("execd_spool_dir")), None)
+    if spool:
+        traces = sorted(Path(spool).glob(f"*/active_jobs/{job_id}.*/trace"))
+        for path in traces + sorted(Path(spool).glob("*/messages")):
+            parts.append(f"--- {path}\n{path.read_text(errors='replace')[-3000:]}")
+    return "\n".join(parts)
+
+
 def test_parallel_job_runs_and_is_settled_from_qacct(queue: BatchQueue, tmp_path: Path) -> None:
     t0 = time.monotonic()
     job = queue.submit(JobRequest("smp job", bash('echo "slots=$NSLOTS pe=$PE"'), str(tmp_path / "j"),
@@ -117,7 +137,7 @@ def test_project_path_that_qsub_cannot_read(queue: BatchQueue, tmp_path: Path, f
     else:
         assert f'#$ -j y -o "{job_dir}/job.out"\n' in text and f'#$ -wd "{project}"\n' in text
     status = queue.wait(job.job_id, timeout_s=60)
-    assert status.state is JobState.DONE and status.exit_code == 0, status
+    assert status.state is JobState.DONE and status.exit_code == 0, (status, grid_engine_report(job.job_id, job_dir))
     assert (job_dir / "job.out").read_text() == f"{project}\njob={job.job_id}\nto-stderr\n"
     strays = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()
                     and p.parent != job_dir)
