@@ -130,13 +130,15 @@ show_log_tail() {
 
 # Serialise invocations of one service's script: two `make test` side by side must not race.
 # The lock is fd 9; daemons must be started through `spawn` so they do not inherit it (a
-# daemon holding the lock would block every later call).
+# daemon holding the lock would block every later call). Their standard input is /dev/null: a
+# daemon started with fd 0 closed opens its log file as fd 0 and loses it when it detaches
+# (slurmd then fails every job launch: "launch failed requeued held").
 take_lock() {
   mkdir -p "$ORCH_CI_ROOT"
   exec 9>"$ORCH_CI_ROOT/.$1.lock"
   flock -w 120 9 || die "another $1 script has held $ORCH_CI_ROOT/.$1.lock for over 120 s"
 }
-spawn() { "$@" 9>&-; }
+spawn() { "$@" 9>&- </dev/null; }
 
 # Usage message helper: usage "start|stop|status|env"
 usage() { echo "usage: $0 $1" >&2; exit 2; }
