@@ -48,6 +48,7 @@ from orchestrator.app.projects import (
     list_projects,
     project_info,
 )
+from orchestrator.app.provenance import output_lineage, run_provenance
 from orchestrator.app.queue import QueueReport, queue_jobs
 from orchestrator.app.records import OutputInfo, RunInfo, StepCounts, StepInfo
 from orchestrator.app.runs import (
@@ -81,9 +82,10 @@ from orchestrator.app.status import (
 from orchestrator.app.transfers import TransferReport, transfer_status
 from orchestrator.errors import NotFoundError, OrchestratorError, UsageError
 from orchestrator.project import Project
+from orchestrator.provenance.lineage import LineageNode
 
 __all__ = [
-    "CancelOutcome", "CreatedProject", "EventInfo", "HostCheck", "HostList", "HostSummary", "LogChunk",
+    "CancelOutcome", "CreatedProject", "EventInfo", "HostCheck", "HostList", "HostSummary", "LineageNode", "LogChunk",
     "NotFoundError", "OpenProject", "OrchestratorError", "OutputInfo", "PluginDetail", "PluginInfo", "Project",
     "ProjectDeletion", "ProjectEntry", "ProjectInfo", "ProjectRef", "ProjectStatus", "ProjectTarget", "ProtocolInfo",
     "QueueReport", "RunDetail", "RunEnded", "RunInfo", "RunLogs", "RunProgress", "RunStatus", "RunSummary",
@@ -91,10 +93,10 @@ __all__ = [
     "TransferReport", "UsageError", "cancel_run", "check_host", "count_items", "create_project", "delete_project",
     "describe_protocol", "describe_set", "find_project", "follow_events", "follow_logs", "get_output", "http_status",
     "list_events", "list_hosts", "list_outputs", "list_plugins", "list_projects", "list_sets", "load_project",
-    "open_project", "outcome", "outputs", "project", "project_info", "project_status", "query_set", "queue_jobs",
-    "read_logs", "restart_run", "run", "run_info", "run_status", "scheduler_state", "serve_scheduler", "show_host",
-    "show_plugin", "start_scheduler", "stop_scheduler", "submit_run", "submit_workflow", "transfer_status",
-    "wait_for_run", "wait_for_runs",
+    "open_project", "outcome", "output_lineage", "outputs", "project", "project_info", "project_status", "query_set",
+    "queue_jobs", "read_logs", "restart_run", "run", "run_info", "run_provenance", "run_status", "scheduler_state",
+    "serve_scheduler", "show_host", "show_plugin", "start_scheduler", "stop_scheduler", "submit_run",
+    "submit_workflow", "transfer_status", "wait_for_run", "wait_for_runs",
 ]
 
 

@@ -26,6 +26,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "orchestrator.cli.run_cmd",
     "orchestrator.cli.status_cmd",
     "orchestrator.cli.logs_cmd",
+    "orchestrator.cli.show_cmd",
+    "orchestrator.cli.lineage_cmd",
     "orchestrator.cli.cancel_cmd",
     "orchestrator.cli.daemon_cmd",
     "orchestrator.cli.hosts_cmd",

@@ -36,6 +36,7 @@ from orchestrator.names import LOCAL_HOST
 from orchestrator.plugins import PluginRegistry, discover
 from orchestrator.project import Project
 from orchestrator.protocol import Protocol, ResolvedParams, Step, StepGraph
+from orchestrator.provenance.record import record_provenance
 from orchestrator.scheduler import planner
 from orchestrator.scheduler.executors import HostExecutor, HostExecutors, HostUnusable
 from orchestrator.scheduler.executors.local import LocalExecutor
@@ -216,7 +217,8 @@ class Scheduler:
                 set_id = value.get("set_id") if value and output.type_name.startswith("SetOf") else None
                 records.append(RunOutput(output.name, output.type_name, set_id=set_id, path=output.path,
                                          value=value))
-            self.store.lifecycle.finish_run(run.id, records, message=f"{len(active.finished)} step(s)")
+            if self.store.lifecycle.finish_run(run.id, records, message=f"{len(active.finished)} step(s)"):
+                record_provenance(self.store, self.project, self.registry, run.id)
         self.active.pop(run.id, None)
         self.on_event(f"run {run.name} ended")
 

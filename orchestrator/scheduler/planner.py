@@ -38,6 +38,7 @@ def create_run(store: ProjectStore, project: Project, registry: PluginRegistry, 
     """Validate, save and (by default) queue a run; pointers are checked against the store, and
     the run's steps against its host (:func:`~orchestrator.scheduler.submit_fit.check_run_fits`)."""
     from orchestrator.hosts.config.loader import load_hosts
+    from orchestrator.provenance.record import launching_user
     from orchestrator.scheduler.submit_fit import check_run_fits
 
     protocol = registry.protocol(protocol_name)
@@ -52,7 +53,8 @@ def create_run(store: ProjectStore, project: Project, registry: PluginRegistry, 
                              f"'{pointer.output}'; it declares: {', '.join(declared) or 'none'}")
         links.append(InputLink(param_name, producer.id, pointer.output))
     check_run_fits(store, project, protocol, params, host_config)  # a step too big for the host: refused now
-    run = store.runs.create(protocol_name, params.to_json(), name=name, host=host, inputs=links)
+    run = store.runs.create(protocol_name, params.to_json(), name=name, host=host, inputs=links,
+                            owner_id=store.add_user(launching_user()))
     project.run_dir(run.name).mkdir(parents=True, exist_ok=True)
     if queue:
         store.lifecycle.queue_run(run.id)

@@ -17,7 +17,7 @@ from orchestrator.store.errors import NewerSchemaError, NotAStoreError
 from orchestrator.store.schema import Base, SchemaInfo
 
 APP_NAME = "em-orchestrator"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 Upgrade = Callable[[Connection], None]
 
@@ -30,7 +30,12 @@ def _upgrade_1_to_2(conn: Connection) -> None:
     Base.metadata.tables["host_health"].create(conn, checkfirst=True)
 
 
-UPGRADES: dict[int, Upgrade] = {1: _upgrade_1_to_2}  # version N -> function upgrading N to N+1
+def _upgrade_2_to_3(conn: Connection) -> None:
+    """The provenance record of each finished run; runs made before it have none."""
+    Base.metadata.tables["run_provenance"].create(conn, checkfirst=True)
+
+
+UPGRADES: dict[int, Upgrade] = {1: _upgrade_1_to_2, 2: _upgrade_2_to_3}  # version N -> function upgrading N to N+1
 
 _SQLITE_APPEND_ONLY = (
     "CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events "

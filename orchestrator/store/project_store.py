@@ -23,6 +23,7 @@ from orchestrator.store.engine import WRITE, is_sqlite, make_engine, sqlite_path
 from orchestrator.store.errors import CorruptStoreError, NotAStoreError, StoreError
 from orchestrator.store.host_health import HostHealthTable
 from orchestrator.store.lifecycle import Lifecycle
+from orchestrator.store.provenance import RunProvenanceTable
 from orchestrator.store.runs import EventLog, OutputTable, RunTable, StepTable
 from orchestrator.store.schema import ItemSetRow, Project, User
 
@@ -89,6 +90,8 @@ class ProjectStore:
         self.lifecycle = Lifecycle(engine, project_id)
         #: whether each host answers, as the scheduler last saw it
         self.hosts = HostHealthTable(engine, project_id)
+        #: what each finished run was: software, params, hosts, jobs, file fingerprints
+        self.provenance = RunProvenanceTable(engine, project_id)
 
     @property
     def where(self) -> str:

@@ -20,13 +20,14 @@ from orchestrator.names import LOCAL_HOST, check_run_name, default_run_name
 from orchestrator.store.clock import now
 from orchestrator.store.engine import WRITE
 from orchestrator.store.records import EventRecord, OutputRecord, RunRecord, StepRecord
-from orchestrator.store.schema import Event, Output, Provenance, Run, RunState, Step, StepState
+from orchestrator.store.schema import Event, Output, Provenance, Run, RunState, Step, StepState, User
 
 _RUNS = cast(Table, Run.__table__)
 _STEPS = cast(Table, Step.__table__)
 _EVENTS = cast(Table, Event.__table__)
 _OUTPUTS = cast(Table, Output.__table__)
 _PROVENANCE = cast(Table, Provenance.__table__)
+_USERS = cast(Table, User.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +141,13 @@ class RunTable(_Table):
         with self._write() as conn, conn.begin():
             conn.execute(delete(_RUNS).where(_RUNS.c.id == run_id))
             _event(conn, "run", run_id=run_id, message="deleted")
+
+    def owner(self, run_id: int) -> str | None:
+        """The user who created the run (None for runs made before owners were recorded)."""
+        query = (select(_USERS.c.name).join(_RUNS, _RUNS.c.owner_id == _USERS.c.id)
+                 .where(_RUNS.c.id == run_id, _RUNS.c.project_id == self.project_id))
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar()
 
     def inputs(self, run_id: int) -> builtins.list[InputLink]:
         with self.engine.connect() as conn:

@@ -273,5 +273,16 @@ class HostHealth(Base):
     message: Mapped[str | None] = mapped_column(Text)
 
 
+class RunProvenanceRow(Base):
+    """What a finished run was, kept for good (``orch show RUN --provenance``): the software and
+    versions, params, hosts, jobs, who launched it and the fingerprints of its files, as one
+    JSON document written when the run finishes (``orchestrator.provenance``)."""
+
+    __tablename__ = "run_provenance"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    record: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 Index("ix_events_time", Event.time)
 Index("ix_steps_run_state", Step.run_id, Step.state)
