@@ -36,16 +36,22 @@ def _lineage(args: argparse.Namespace) -> int:
     if args.json:
         print_json([node.to_dict() for node in nodes])
         return 0
+    # nearest first: the number is how many runs away from the one asked about
     for node in nodes:
         used = f" -> {', '.join(node.outputs_used)}" if node.outputs_used else ""
-        echo(f"{'  ' * node.depth}{style(node.run, 'bold')} ({node.protocol}, {node.state}){used}")
+        echo(f"{node.depth:>2}  {style(node.run, 'bold')} ({node.protocol}, {node.state}){used}")
         for link in node.inputs:
-            echo(f"{'  ' * node.depth}  reads {link['param']} = {link['run']}:{link['output']}")
-        if not node.inputs:
-            where = f"{len(node.raw_files)} raw file(s)" if node.recorded else "no provenance record"
-            echo(f"{'  ' * node.depth}  data entered here: {where}")
+            echo(f"      reads {link['param']} = {link['run']}:{link['output']}")
+        if node.inputs:
+            continue
+        if not node.recorded:
+            echo("      no run inputs; no provenance record to say what it read")
+        elif not node.raw_files:
+            echo("      no run inputs and no raw files read: the data was made by this run")
+        else:
+            echo(f"      data entered here: {len(node.raw_files)} raw file(s)")
             for raw in node.raw_files[:5]:
-                echo(f"{'  ' * node.depth}    {raw['path']}  sha256 {str(raw.get('sha256'))[:16]}…")
+                echo(f"        {raw['path']}  sha256 {str(raw.get('sha256'))[:16]}…")
             if len(node.raw_files) > 5:
-                echo(f"{'  ' * node.depth}    … and {len(node.raw_files) - 5} more (--json lists all)")
+                echo(f"        … and {len(node.raw_files) - 5} more (--json lists all)")
     return 0
