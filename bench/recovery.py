@@ -53,7 +53,12 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 import psutil  # noqa: E402
 from infra.services import start_service  # noqa: E402
-from test_ssh_workers import _let_others_traverse, _project_interpreter, _venv_for_the_ssh_user  # noqa: E402
+from test_ssh_workers import (  # noqa: E402
+    _let_others_traverse,
+    _project_interpreter,
+    _venv_for_the_ssh_user,
+    ssh_table,
+)
 
 from orchestrator.plugins import discover  # noqa: E402
 from orchestrator.project import Project  # noqa: E402
@@ -72,17 +77,6 @@ def bench(figure: str, value: float, unit: str, n: int, **extra: object) -> None
     print(f"BENCH figure={figure} value={value:.6g} unit={unit} n={n}{tail}", flush=True)
 
 
-def ssh_table(env: dict[str, str]) -> str:
-    return f"""
-[hosts.{SSH_HOST}.ssh]
-host = "{env['ORCH_TEST_SSH_HOST']}"
-port = {env['ORCH_TEST_SSH_PORT']}
-user = "{env['ORCH_TEST_SSH_USER']}"
-key = "{env['ORCH_TEST_SSH_KEY']}"
-known_hosts = "{env['ORCH_TEST_SSH_KNOWN_HOSTS']}"
-"""
-
-
 def hosts_text(env: dict[str, str], python: str, work_dir: Path) -> str:
     return f"""
 [hosts.{SSH_HOST}]
@@ -92,7 +86,7 @@ shared_fs = false
 cores = 2
 workers = 2
 python = "{python}"
-{ssh_table(env)}
+{ssh_table(SSH_HOST, env)}
 [hosts.{SLURM_HOST}]
 kind = "slurm"
 work_dir = "/tmp/orch-ci/work/slurm"
