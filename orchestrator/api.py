@@ -51,6 +51,7 @@ from orchestrator.app.projects import (
 from orchestrator.app.provenance import output_lineage, run_provenance
 from orchestrator.app.queue import QueueReport, queue_jobs
 from orchestrator.app.records import OutputInfo, RunInfo, StepCounts, StepInfo
+from orchestrator.app.replay import ReplayReport, compare, replay_project
 from orchestrator.app.runs import (
     CancelOutcome,
     RunProgress,
@@ -80,12 +81,15 @@ from orchestrator.app.status import (
     run_status,
 )
 from orchestrator.app.transfers import TransferReport, transfer_status
+from orchestrator.app.workflows import ImportOutcome, WorkflowPlan, export_workflow, import_workflow, read_workflow
 from orchestrator.errors import NotFoundError, OrchestratorError, UsageError
 from orchestrator.project import Project
 from orchestrator.provenance.lineage import LineageNode
 
 __all__ = [
-    "CancelOutcome", "CreatedProject", "EventInfo", "HostCheck", "HostList", "HostSummary", "LineageNode", "LogChunk",
+    "CancelOutcome", "CreatedProject", "ImportOutcome", "ReplayReport", "WorkflowPlan", "compare", "export_workflow",
+    "import_workflow", "read_workflow", "replay_project",
+    "EventInfo", "HostCheck", "HostList", "HostSummary", "LineageNode", "LogChunk",
     "NotFoundError", "OpenProject", "OrchestratorError", "OutputInfo", "PluginDetail", "PluginInfo", "Project",
     "ProjectDeletion", "ProjectEntry", "ProjectInfo", "ProjectRef", "ProjectStatus", "ProjectTarget", "ProtocolInfo",
     "QueueReport", "RunDetail", "RunEnded", "RunInfo", "RunLogs", "RunProgress", "RunStatus", "RunSummary",

@@ -218,10 +218,21 @@ def _write(
                 mrc.set_image_stack()
             mrc.voxel_size = voxel_size
             mrc.update_header_stats()
+            _label(mrc)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+#: The header's one text label. mrcfile's own carries the time of writing, so two runs that
+#: compute the same map would write different files; the time is in the run's provenance.
+MRC_LABEL = b"Written by em-orchestrator"
+
+
+def _label(mrc: mrcfile.mrcfile.MrcFile) -> None:
+    mrc.header.label[0] = MRC_LABEL
+    mrc.header.nlabl = 1
 
 
 def _storable(path: Path, data: np.ndarray) -> np.ndarray:

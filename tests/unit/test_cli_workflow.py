@@ -76,7 +76,7 @@ def test_pointer_to_a_run_already_in_the_project(project: Project, tmp_path: Pat
      "run 1 ('12'): \"name\" is only digits, which reads as a run id"),
     ({"runs": [{"name": "a"}]}, 2, "wf.json: run 1 ('a'): \"protocol\" is missing"),
     ({"runs": [{"name": "a", "protocol": "testkit.noop", "parmas": {}}]}, 2,
-     "run 1 ('a'): unknown key(s) parmas; a run has: host, name, params, protocol"),
+     "run 1 ('a'): unknown key(s) parmas; a run has: comment, host, name, params, protocol"),
     ({"runs": [{"name": "a", "protocol": "testkit.noop", "params": [1]}]}, 2, "run 1 ('a'): \"params\" must be"),
     ({"runs": [produce("a"), produce("a")]}, 2, "run 2 ('a'): the name 'a' is used by an earlier run"),
     ({"runs": [produce(), {"name": "b", "protocol": "testkit.nop"}]}, 3,

@@ -1,27 +1,33 @@
 """Workflow files: several runs described in one JSON document, created in order.
 
-A workflow file looks like this::
+A workflow file looks like this (format version 2; version 1 is the same without ``format``,
+``inputs`` and ``source``, and is still read)::
 
-    {"runs": [
-      {"name": "produce", "protocol": "testkit.produce", "params": {"count": 3}},
+    {"format": {"name": "em-orchestrator/workflow", "version": 2},
+     "description": "what it does",
+     "inputs": {"count": {"label": "How many", "type": "int", "default": 3}},
+     "runs": [
+      {"name": "produce", "protocol": "testkit.produce", "params": {"count": {"$input": "count"}}},
       {"name": "derive", "protocol": "testkit.chain", "params": {"source": "produce.files"}}
     ]}
 
 Each run's ``name`` becomes the run's name in the project, so a pointer param of a later
 run can name an earlier run of the same file (``"produce.files"``), exactly as it would
-name any run already in the project. ``load_workflow`` checks the document's shape;
-``check_workflow`` checks it against the installed protocols (params, pointers, output
-names) and the project (names already taken) before anything is written, and
-``submit_workflow`` creates the runs, all or none, then queues them. Every error names the
-file and the run at fault.
+name any run already in the project. A param may name an open input (``{"$input": NAME}``,
+see :mod:`.inputs`) that is given a value when the workflow is imported (:meth:`Workflow.filled`).
+``load_workflow`` checks the document's shape; ``check_workflow`` checks it against the
+installed protocols (params, pointers, output names) and the project (names already taken)
+before anything is written, and ``submit_workflow`` creates the runs, all or none, then
+queues them. Every error names the file and the run at fault. The format's JSON Schema is
+``orchestrator/workflow/workflow.schema.json``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +38,14 @@ from orchestrator.plugins import PluginRegistry
 from orchestrator.project import Project
 from orchestrator.scheduler import planner
 from orchestrator.store import ProjectStore, RunRecord
+from orchestrator.workflow.inputs import InputError, OpenInput, fill, parse_inputs, references, resolve_values
 
-RUN_KEYS = frozenset({"name", "protocol", "params", "host"})
+#: The format this version writes, and the versions it reads (a test loads a file of each).
+FORMAT_NAME = "em-orchestrator/workflow"
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+RUN_KEYS = frozenset({"name", "protocol", "params", "host", "comment"})
+DOCUMENT_KEYS = frozenset({"format", "description", "inputs", "runs", "source"})
 
 
 class WorkflowError(UsageError):
@@ -49,6 +61,7 @@ class WorkflowRun:
     protocol: str
     params: dict[str, Any] = field(default_factory=dict)
     host: str | None = None
+    comment: str = ""
 
     @property
     def label(self) -> str:
@@ -59,6 +72,25 @@ class WorkflowRun:
 class Workflow:
     path: Path
     runs: list[WorkflowRun]
+    inputs: dict[str, OpenInput] = field(default_factory=dict)
+    version: int = FORMAT_VERSION
+    description: str = ""
+
+    @property
+    def open_inputs(self) -> dict[str, OpenInput]:
+        """The inputs some run still names (all of them until :meth:`filled`)."""
+        named = {name for run in self.runs for name in references(run.params).values()}
+        return {name: item for name, item in self.inputs.items() if name in named}
+
+    def filled(self, given: Mapping[str, Any], ask: Callable[[OpenInput], Any] | None = None) -> Workflow:
+        """This workflow with every open input replaced by its value: given, asked for, or its
+        default (see :func:`.inputs.resolve_values`)."""
+        try:
+            values = resolve_values(self.inputs, given, ask, where=str(self.path))
+        except InputError as exc:
+            raise WorkflowError(str(exc)) from None
+        runs = [replace(run, params=fill(run.params, values)) for run in self.runs]
+        return replace(self, runs=runs, inputs={})
 
     def error(self, message: str, run: WorkflowRun | None = None,
               cause: OrchestratorError | None = None) -> WorkflowError:
@@ -73,15 +105,22 @@ class Workflow:
 def load_workflow(path: Path | str) -> Workflow:
     """Read and shape-check a workflow file (protocols and params are checked later)."""
     path = Path(path)
+    return parse_workflow(read_document(path), path)
+
+
+def read_document(path: Path) -> Any:
+    """The decoded JSON of a workflow file (ours or another tool's), errors naming the file."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise WorkflowError(f"{path}: no such workflow file") from None
+    except IsADirectoryError:
+        raise WorkflowError(f"{path}: is a folder, not a workflow file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise WorkflowError(f"{path}: cannot read the workflow file ({exc})") from None
     except ValueError as exc:  # a NUL in the name
         raise WorkflowError(f"{str(path)!r}: not a valid file name ({exc})") from None
-    return parse_workflow(_decode_json(text, path), path)
+    return _decode_json(text, path)
 
 
 class _NotJson(Exception):
@@ -130,16 +169,46 @@ def parse_workflow(document: Any, path: Path) -> Workflow:
     if not isinstance(document, dict) or not isinstance(document.get("runs"), list):
         raise WorkflowError(f'{path}: expected an object with a list "runs": {{"runs": [{{"name": ..., '
                             f'"protocol": ..., "params": {{...}}}}]}}')
+    version = _format_version(document, path)
+    if version >= 2:
+        unknown = sorted(set(document) - DOCUMENT_KEYS)
+        if unknown:
+            raise WorkflowError(f"{path}: unknown key(s) {', '.join(unknown)}; a workflow has: "
+                                f"{', '.join(sorted(DOCUMENT_KEYS))}")
+    description = document.get("description", "")
+    if not isinstance(description, str):
+        raise WorkflowError(f'{path}: "description" must be a text')
+    try:
+        inputs = parse_inputs(document, str(path)) if version >= 2 else {}
+    except InputError as exc:
+        raise WorkflowError(str(exc)) from None
     if not document["runs"]:
         raise WorkflowError(f"{path}: the workflow has no runs")
     runs: list[WorkflowRun] = []
     seen: set[str] = set()
     for index, entry in enumerate(document["runs"], start=1):
-        runs.append(_parse_run(path, index, entry, seen))
-    return Workflow(path, runs)
+        runs.append(_parse_run(path, index, entry, seen, inputs))
+    return Workflow(path, runs, inputs, version, description)
 
 
-def _parse_run(path: Path, index: int, entry: Any, seen: set[str]) -> WorkflowRun:
+def _format_version(document: dict[str, Any], path: Path) -> int:
+    """The format version of a document: 1 when it names none (files written before versions)."""
+    if "format" not in document:
+        return 1
+    declared = document["format"]
+    if (not isinstance(declared, dict) or declared.get("name") != FORMAT_NAME
+            or not isinstance(declared.get("version"), int) or isinstance(declared.get("version"), bool)):
+        raise WorkflowError(f'{path}: "format" must be {{"name": "{FORMAT_NAME}", "version": {FORMAT_VERSION}}}, '
+                            f"got {declared!r}"[:300])
+    version: int = declared["version"]
+    if version not in READABLE_VERSIONS:
+        newer = " (written by a newer em-orchestrator: upgrade it)" if version > FORMAT_VERSION else ""
+        raise WorkflowError(f"{path}: workflow format version {version} cannot be read{newer}; this version "
+                            f"reads {', '.join(map(str, READABLE_VERSIONS))}")
+    return version
+
+
+def _parse_run(path: Path, index: int, entry: Any, seen: set[str], inputs: Mapping[str, OpenInput]) -> WorkflowRun:
     where = f"{path}: run {index}"
     if not isinstance(entry, dict):
         raise WorkflowError(f"{where}: expected an object with name, protocol and params, got {type(entry).__name__}")
@@ -166,11 +235,25 @@ def _parse_run(path: Path, index: int, entry: Any, seen: set[str]) -> WorkflowRu
     host = entry.get("host")
     if host is not None and (not isinstance(host, str) or not host):
         raise WorkflowError(f'{where}: "host" must be the name of a host of the hosts files')
-    return WorkflowRun(index, name, protocol, dict(params), host)
+    comment = entry.get("comment", "")
+    if not isinstance(comment, str):
+        raise WorkflowError(f'{where}: "comment" must be a text')
+    try:
+        named = references(params)
+    except InputError as exc:
+        raise WorkflowError(f"{where}: {exc}") from None
+    for param, input_name in named.items():
+        if input_name not in inputs:
+            raise WorkflowError(f"{where}: param '{param}' names input {input_name!r}, which the workflow's "
+                                f'"inputs" do not declare')
+    return WorkflowRun(index, name, protocol, dict(params), host, comment)
 
 
 def check_workflow(workflow: Workflow, registry: PluginRegistry, store: ProjectStore, project: Project) -> None:
     """Check every run against its protocol and the project before anything is created."""
+    still_open = workflow.open_inputs
+    if still_open:
+        workflow.filled({})  # raises the error that lists the inputs without a value
     existing = {run.name for run in store.runs.list()}
     outputs_of: dict[str, Mapping[str, str]] = {}  # workflow run name -> declared outputs
     for position, run in enumerate(workflow.runs):
