@@ -107,7 +107,7 @@ def build_record(store: ProjectStore, project: Project, registry: PluginRegistry
         "format": RECORD_FORMAT,
         "run": _run_section(store, run),
         "software": {**python_environment(), "plugin": plugin_entry(plugin),
-                     "programs": program_versions(plugin, run.host)},
+                     "programs": program_versions(plugin, run.host, store.host_programs.get(run.host))},
         "inputs": _inputs_section(store, run),
         "steps": [_step_section(step) for step in store.steps.list(run.id)],
         "outputs": _outputs_section(store, run),

@@ -37,6 +37,7 @@ from orchestrator.plugins import PluginRegistry, discover
 from orchestrator.project import Project
 from orchestrator.protocol import Protocol, ResolvedParams, Step, StepGraph
 from orchestrator.provenance.record import record_provenance
+from orchestrator.provenance.software import version_commands
 from orchestrator.scheduler import planner
 from orchestrator.scheduler.executors import HostExecutor, HostExecutors, HostUnusable
 from orchestrator.scheduler.executors.local import LocalExecutor
@@ -112,6 +113,8 @@ class Scheduler:
         self.key_owner: dict[str, tuple[int, str]] = {}
         self._last_poll = 0.0
         self.on_event: Callable[[str], None] = lambda message: None
+        #: (host, plugin) whose programs' versions a step on that host has reported (provenance)
+        self.programs_known: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------ main loop
     def step_once(self, wait_s: float) -> None:
@@ -276,8 +279,25 @@ class Scheduler:
             step_name=name, func=step.func, args=step.args, attempt=attempt,
             log_path=str(run_dir / "logs" / f"{name}.log"), host=active.run.host, params=active.run.params,
             token=step_token(self.store.url, step_id, attempt), programs=executor.programs,
-            sets_dir=active.sets_dir, outputs=[str(p) for p in step.outputs])
+            sets_dir=active.sets_dir, outputs=[str(p) for p in step.outputs],
+            version_commands=self._version_commands(active))
         return name, payload, step
+
+    def _version_commands(self, active: ActiveRun) -> dict[str, list[str]]:
+        """The programs a step on another host asks the versions of, until one step there has
+        told (provenance: once per host, plugin and scheduler process). The local host's are
+        asked by the scheduler itself when it records a run."""
+        if not active.executor.reports:
+            return {}
+        plugin = self.registry.plugin_of(active.run.protocol)
+        if (active.run.host, plugin.name) in self.programs_known:
+            return {}
+        return version_commands(plugin, active.executor.programs)
+
+    def _note_programs(self, active: ActiveRun, outcome: StepOutcome) -> None:
+        if outcome.programs:
+            self.store.host_programs.put(active.run.host, outcome.programs)
+            self.programs_known.add((active.run.host, self.registry.plugin_of(active.run.protocol).name))
 
     def _submit(self, active: ActiveRun, batch: list[tuple[str, StepPayload, Step]]) -> None:
         """Queue a batch of new attempts in one transaction, then hand those queued to the host.
@@ -353,6 +373,8 @@ class Scheduler:
         """Reported steps that ended well without sets: one transaction for the batch (a pilot
         finishes hundreds of short steps a second), then each on the usual path."""
         recorded = record_plain_ends(self.store, [outcome for _active, _name, outcome in plain])
+        for active, _name, outcome in plain:
+            self._note_programs(active, outcome)
         for active, name, outcome in plain:
             if self.active.get(active.run.id) is not active:
                 continue  # a step before it in the batch finished or failed its run
@@ -392,6 +414,7 @@ class Scheduler:
 
     def _record(self, active: ActiveRun, name: str, outcome: StepOutcome) -> None:
         run_dir = self.project.run_dir(active.run.name)
+        self._note_programs(active, outcome)
         try:
             record_outcome(self.store, outcome, attempt_dir(run_dir, name, outcome.attempt))
         except OrchestratorError as exc:  # e.g. a registered set the store refuses: the attempt failed

@@ -17,7 +17,7 @@ from orchestrator.store.errors import NewerSchemaError, NotAStoreError
 from orchestrator.store.schema import Base, SchemaInfo
 
 APP_NAME = "em-orchestrator"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 Upgrade = Callable[[Connection], None]
 
@@ -35,7 +35,13 @@ def _upgrade_2_to_3(conn: Connection) -> None:
     Base.metadata.tables["run_provenance"].create(conn, checkfirst=True)
 
 
-UPGRADES: dict[int, Upgrade] = {1: _upgrade_1_to_2, 2: _upgrade_2_to_3}  # version N -> function upgrading N to N+1
+def _upgrade_3_to_4(conn: Connection) -> None:
+    """The versions of the external programs on each execution host, for provenance."""
+    Base.metadata.tables["host_programs"].create(conn, checkfirst=True)
+
+
+#: version N -> the function upgrading N to N+1
+UPGRADES: dict[int, Upgrade] = {1: _upgrade_1_to_2, 2: _upgrade_2_to_3, 3: _upgrade_3_to_4}
 
 _SQLITE_APPEND_ONLY = (
     "CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events "

@@ -23,7 +23,7 @@ from orchestrator.store.engine import WRITE, is_sqlite, make_engine, sqlite_path
 from orchestrator.store.errors import CorruptStoreError, NotAStoreError, StoreError
 from orchestrator.store.host_health import HostHealthTable
 from orchestrator.store.lifecycle import Lifecycle
-from orchestrator.store.provenance import RunProvenanceTable
+from orchestrator.store.provenance import HostProgramsTable, RunProvenanceTable
 from orchestrator.store.runs import EventLog, OutputTable, RunTable, StepTable
 from orchestrator.store.schema import ItemSetRow, Project, User
 
@@ -92,6 +92,7 @@ class ProjectStore:
         self.hosts = HostHealthTable(engine, project_id)
         #: what each finished run was: software, params, hosts, jobs, file fingerprints
         self.provenance = RunProvenanceTable(engine, project_id)
+        self.host_programs = HostProgramsTable(engine, project_id)
 
     @property
     def where(self) -> str:

@@ -284,5 +284,19 @@ class RunProvenanceRow(Base):
     record: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+class HostProgramRow(Base):
+    """The version of an external program on one execution host, as a step there found it
+    (``relion_refine --version`` through the host's modules and ``programs``): asked once per
+    host and scheduler process, and named in the provenance of the runs that ran there."""
+
+    __tablename__ = "host_programs"
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    host: Mapped[str] = mapped_column(String(128), primary_key=True)
+    program: Mapped[str] = mapped_column(String(256), primary_key=True)
+    path: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[str | None] = mapped_column(Text)
+    asked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 Index("ix_events_time", Event.time)
 Index("ix_steps_run_state", Step.run_id, Step.state)

@@ -73,6 +73,8 @@ class StepOutcome:
     outputs: list[str] = field(default_factory=list)
     #: added by the scheduler's side: where the whole log went (its copy here), or why it did not
     log_note: str = ""
+    #: the programs the scheduler asked about, as this host found them: name -> {"path", "version"}
+    programs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def started_fields(self) -> dict[str, Any]:
         """The step record's start fields from this outcome."""

@@ -83,6 +83,8 @@ class StepPayload:
     params: dict[str, Any] = field(default_factory=dict)
     token: str = ""
     programs: dict[str, list[str]] = field(default_factory=dict)
+    #: version commands of the plugin's programs, to ask on this host (empty once the scheduler knows)
+    version_commands: dict[str, list[str]] = field(default_factory=dict)
     sets_dir: str = ""
     #: the step's declared output files (run-relative): its outcome record lists them, so a
     #: scheduler that recovers the attempt from the record knows what to bring back
@@ -258,6 +260,17 @@ def _dask_worker() -> Any:
         return None
 
 
+def _program_versions(payload: StepPayload) -> dict[str, dict[str, str | None]]:
+    """What the programs the scheduler asked about are on this host (for provenance); a version
+    command that fails is reported as unknown, never as the step's failure."""
+    if not payload.version_commands:
+        return {}
+    from orchestrator.provenance.software import ask_versions
+
+    with _step_environment(payload):
+        return ask_versions(payload.version_commands)
+
+
 def announce_running(payload: StepPayload, started: dict[str, Any], dask_worker: Any = None) -> bool:
     """Tell the scheduler, through a dask event, that the step runs; False outside a dask worker.
 
@@ -321,6 +334,7 @@ def run_reported_step(payload: StepPayload) -> StepOutcome:
         close = getattr(sets, "close", None)
         if close is not None:
             close()
+    programs = _program_versions(payload)
     saved: list[str] = []
     if error is None and ctx.pending_sets:
         from orchestrator.store.set_files import save_pending_set
@@ -332,6 +346,6 @@ def run_reported_step(payload: StepPayload) -> StepOutcome:
         error=error, log_path=str(log_path), log_tail=log_tail(log_path), started_at=started["started_at"],
         duration_s=time.perf_counter() - t0, peak_memory_mb=memory.peak / 2**20, worker=started["worker"],
         pid=started["pid"], proc_start=started["proc_start"], host=payload.host, job_id=started.get("job_id"),
-        gpus=list(payload.gpus), sets=saved, outputs=list(payload.outputs))
+        gpus=list(payload.gpus), sets=saved, outputs=list(payload.outputs), programs=programs)
     write_outcome(folder, outcome)
     return outcome

@@ -7,6 +7,7 @@ batch jobs; the tests kill pilots, stop the SLURM controller and cancel runs und
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -112,12 +113,32 @@ def test_workflow_runs_in_pilot_workers(host: str, project: Project, monkeypatch
     jobs = {s.result["job"] for s in sleep_steps}
     assert None not in jobs and 1 <= len(jobs) <= 2, jobs  # inside pilot jobs, at most max_pilots of them
     assert all(s.job_id == s.result["job"] and not s.accounting for s in sleep_steps)  # the pilot's, not their own
+    _check_programs_asked_once_on(host, project, fanout, sleeps)
     daemon.wait(120)  # idle exit closes the pilot cluster, which cancels the pilots
     if host == "ci-slurm":
         deadline = time.monotonic() + 30
         while pilot_jobs():
             assert time.monotonic() < deadline, f"pilots outlived the scheduler: {pilot_jobs()}"
             time.sleep(0.5)
+
+
+def _check_programs_asked_once_on(host: str, project: Project, fanout: int, sleeps: int) -> None:
+    """Provenance: the steps sent to the host ask the plugin's program versions there until one
+    has answered (the 12 parts, sent together, do; the gather step, sent after them, does not);
+    the record of each run names what the host said."""
+    with project.open_store() as store:
+        known = store.host_programs.get(host)
+        assert known["python3"]["version"].startswith("Python 3."), known
+        for run_id in (fanout, sleeps):
+            record = store.provenance.get(run_id)
+            assert record is not None
+            program = record["software"]["programs"]["python3"]
+            assert program["host"] == host and program["version"] == known["python3"]["version"], program
+        jobs = project.run_dir(store.runs.get(fanout).name) / "jobs"
+        asked = {path.parent.name: bool(json.loads(path.read_text()).get("programs"))
+                 for path in jobs.glob("*/outcome.json")}
+    assert asked.pop("gather.a1") is False, asked
+    assert any(asked.values()), asked
 
 
 def test_two_gpu_step_runs_as_its_own_job_with_both_gpus(project: Project, monkeypatch: pytest.MonkeyPatch,

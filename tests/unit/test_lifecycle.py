@@ -131,7 +131,7 @@ def test_a_store_of_schema_1_is_upgraded(store_url: str) -> None:
         with store.engine.begin() as conn:
             for statement in ("ALTER TABLE steps DROP COLUMN failed_attempts",
                               "ALTER TABLE steps DROP COLUMN proc_start", "ALTER TABLE sets DROP COLUMN step_id",
-                              "DROP TABLE host_health", "DROP TABLE run_provenance",
+                              "DROP TABLE host_health", "DROP TABLE run_provenance", "DROP TABLE host_programs",
                               "UPDATE schema_info SET value = '1' WHERE key = 'schema_version'"):
                 conn.execute(text(statement))
     with ProjectStore.open(store_url) as store:
@@ -140,6 +140,13 @@ def test_a_store_of_schema_1_is_upgraded(store_url: str) -> None:
         step = store.steps.list(store.runs.list()[0].id)[0]
         assert step.failed_attempts == 0 and step.proc_start is None
         assert store.provenance.get(step.run_id) is None  # the table is there, empty for old runs
+        assert store.host_programs.get("ci-slurm") == {}
+        store.host_programs.put("ci-slurm", {"relion_refine": {"path": "/opt/relion/bin/relion_refine",
+                                                               "version": "RELION version: 3.1.4"}})
+        store.host_programs.put("ci-slurm", {"relion_refine": {"path": "/opt/relion/bin/relion_refine",
+                                                               "version": "RELION version: 4.0.1"}})
+        (found,) = store.host_programs.get("ci-slurm").values()
+        assert found["version"] == "RELION version: 4.0.1"  # the newest answer replaces the older
 
 
 def test_host_health_keeps_the_state_since_it_changed(store: ProjectStore) -> None:
