@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.app.access import ProjectTarget, load_project, project_store
+from orchestrator.app.provenance import finished_record
 from orchestrator.app.records import Record, RunInfo
 from orchestrator.app.runs import ProgressCallback, wait_for_runs
 from orchestrator.app.scheduler import ensure_scheduler
-from orchestrator.errors import NotFoundError, OrchestratorError, UsageError
+from orchestrator.errors import OrchestratorError, UsageError
 from orchestrator.hosts.config.loader import HOSTS_FILE_NAME
 from orchestrator.plugins import PluginRegistry, discover
 from orchestrator.project import Project
@@ -73,12 +74,7 @@ def compare(target_a: ProjectTarget, run_a: int | str, run_b: int | str,
 
 def _side(project: Project, store: ProjectStore, run_ref: int | str) -> RunSide:
     run = store.runs.get(run_ref)
-    record = store.provenance.get(run.id)
-    if record is None:
-        why = (f"it is {run.state}; only finished runs have one" if run.state != "finished"
-               else "it finished before provenance records were kept (restart it to record one)")
-        raise NotFoundError(f"run {run.name} of project {project.name} has no provenance record to compare: {why}")
-    return RunSide(project, store, run, record)
+    return RunSide(project, store, run, finished_record(project, store, run))
 
 
 def replay_project(source: ProjectTarget, into: str | PathLike[str], runs: Sequence[int | str] | None = None, *,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,18 +60,46 @@ def display_path(path: Path, project_dir: Path) -> str:
         return str(path)
 
 
+#: SHA-256 of files already read by this process, by (path, device, inode, size, mtime in ns):
+#: the raw movies an import read are named again by the sets of every run downstream of it
+_KNOWN: OrderedDict[tuple[str, int, int, int, int], str] = OrderedDict()
+_KNOWN_MAX = 200_000
+_KNOWN_LOCK = threading.Lock()
+
+
+def _identity(path: Path, stat: os.stat_result) -> tuple[str, int, int, int, int]:
+    return (str(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
 def fingerprint_file(path: Path, project_dir: Path) -> FileFingerprint | UnreadableFile:
-    """The SHA-256 and size of one file, read in 1 MiB blocks (never loaded whole)."""
-    digest = hashlib.sha256()
+    """The SHA-256 and size of one file, read in 1 MiB blocks (never loaded whole).
+
+    A file this process read before, unchanged since (same inode, size and modification time,
+    as make and rsync judge it), is not read again."""
+    shown = display_path(path, project_dir)
     try:
+        before = os.stat(path)
+        key = _identity(path, before)
+        with _KNOWN_LOCK:
+            known = _KNOWN.get(key)
+            if known is not None:
+                _KNOWN.move_to_end(key)
+                return FileFingerprint(shown, before.st_size, known)
+        digest = hashlib.sha256()
         with open(path, "rb") as handle:
             size = 0
             while block := handle.read(_READ_SIZE):
                 digest.update(block)
                 size += len(block)
+        after = os.stat(path)
     except OSError as exc:
-        return UnreadableFile(display_path(path, project_dir), exc.strerror or str(exc))
-    return FileFingerprint(display_path(path, project_dir), size, digest.hexdigest())
+        return UnreadableFile(shown, exc.strerror or str(exc))
+    if _identity(path, after) == key and size == before.st_size:  # not written while it was read
+        with _KNOWN_LOCK:
+            _KNOWN[key] = digest.hexdigest()
+            if len(_KNOWN) > _KNOWN_MAX:
+                _KNOWN.popitem(last=False)
+    return FileFingerprint(shown, size, digest.hexdigest())
 
 
 def run_output_files(run_dir: Path) -> Iterator[Path]:

@@ -36,7 +36,7 @@ from orchestrator.names import LOCAL_HOST
 from orchestrator.plugins import PluginRegistry, discover
 from orchestrator.project import Project
 from orchestrator.protocol import Protocol, ResolvedParams, Step, StepGraph
-from orchestrator.provenance.record import record_provenance
+from orchestrator.provenance.recorder import ProvenanceRecorder
 from orchestrator.provenance.software import version_commands
 from orchestrator.scheduler import planner
 from orchestrator.scheduler.executors import HostExecutor, HostExecutors, HostUnusable
@@ -113,6 +113,7 @@ class Scheduler:
         self.key_owner: dict[str, tuple[int, str]] = {}
         self._last_poll = 0.0
         self.on_event: Callable[[str], None] = lambda message: None
+        self.provenance = ProvenanceRecorder(self.store, project, self.registry)
         #: (host, plugin) whose programs' versions a step on that host has reported (provenance)
         self.programs_known: set[tuple[str, str]] = set()
 
@@ -137,7 +138,7 @@ class Scheduler:
         idle_since: float | None = None
         while not stop():
             self.step_once(wait_s=min(0.2, self.config.poll_interval_s))
-            busy = bool(self.active) or bool(self.store.runs.list([RunState.QUEUED]))
+            busy = bool(self.active) or self.provenance.busy or bool(self.store.runs.list([RunState.QUEUED]))
             if busy:
                 idle_since = None
             elif idle_exit_s is not None:
@@ -221,7 +222,7 @@ class Scheduler:
                 records.append(RunOutput(output.name, output.type_name, set_id=set_id, path=output.path,
                                          value=value))
             if self.store.lifecycle.finish_run(run.id, records, message=f"{len(active.finished)} step(s)"):
-                record_provenance(self.store, self.project, self.registry, run.id)
+                self.provenance.submit(run.id)  # fingerprints are read beside the loop
         self.active.pop(run.id, None)
         self.on_event(f"run {run.name} ended")
 
@@ -458,7 +459,9 @@ class Scheduler:
 
     def close_hosts(self) -> None:
         """Release the hosts this scheduler opened (pilots cancelled, pollers stopped, a local
-        cluster it started closed; a client passed in stays its caller's)."""
+        cluster it started closed; a client passed in stays its caller's), after the provenance
+        records still being written."""
+        self.provenance.close()
         self.executors.close()
 
     def close(self) -> None:

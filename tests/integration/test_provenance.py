@@ -126,7 +126,7 @@ def test_cli_show_and_lineage(session: tuple[Project, dict[str, int]]) -> None:
     text = orch("show", str(project.path), "imp", "--provenance")
     assert text.returncode == 0 and "raw/movie_0001.mrcs" in text.stdout and "emtools" in text.stdout
     none = orch("show", str(project.path), "never", "--provenance")
-    assert none.returncode == 3 and "run never has no provenance record: it is cancelled" in none.stderr
+    assert none.returncode == 3 and "run never of project proj has no provenance record: it is cancelled" in none.stderr
     assert "Traceback" not in none.stderr
     lineage = orch("lineage", str(project.path), "mc:micrographs")
     assert lineage.returncode == 0, lineage.stderr

@@ -4,6 +4,7 @@ and records kept and replaced in the store (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,23 @@ def test_fingerprints_are_sha256_and_size_relative_to_the_project(tmp_path: Path
     assert fingerprint_file(outside, tmp_path).to_dict()["path"] == str(outside)  # absolute outside the project
     missing = fingerprint_file(tmp_path / "gone.mrc", tmp_path)
     assert isinstance(missing, UnreadableFile) and missing.path == "gone.mrc" and "No such file" in missing.error
+
+
+def test_a_file_read_once_is_not_read_again_until_it_changes(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "movie.mrcs"
+    path.write_bytes(b"a" * 4096)
+    first = fingerprint_file(path, tmp_path)
+    opened: list[object] = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda *args, **kw: opened.append(args[0]) or real_open(*args, **kw))
+    assert fingerprint_file(path, tmp_path) == first and opened == []  # known: not read again
+    stat = path.stat()
+    path.write_bytes(b"b" * 4096)  # same size, new content and modification time
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    second = fingerprint_file(path, tmp_path)
+    assert opened == [path]
+    assert isinstance(second, FileFingerprint) and second.sha256 == hashlib.sha256(b"b" * 4096).hexdigest()
 
 
 def test_run_output_files_leave_out_what_the_orchestrator_keeps(tmp_path: Path) -> None:
@@ -86,3 +104,28 @@ def test_a_record_is_replaced_when_the_run_finishes_again(store_url: str) -> Non
         assert store.provenance.get(run_id) == {"n": 2}
         store.runs.delete(run_id)
         assert store.provenance.get(run_id) is None
+
+
+def test_the_recorder_writes_beside_the_caller_and_is_busy_until_done(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from orchestrator.provenance import recorder
+
+    release = threading.Event()
+    recorded: list[tuple[int, str]] = []
+
+    def slow_record(_store: object, _project: object, _registry: object, run_id: int) -> bool:
+        release.wait(10)
+        recorded.append((run_id, threading.current_thread().name))
+        return True
+
+    monkeypatch.setattr(recorder, "record_provenance", slow_record)
+    writer = recorder.ProvenanceRecorder(None, None, None)  # type: ignore[arg-type]
+    writer.submit(1)
+    writer.submit(2)
+    assert writer.busy and recorded == []  # the caller went on while the first record was being read
+    release.set()
+    writer.close()  # waits for both
+    assert not writer.busy
+    assert [run_id for run_id, _thread in recorded] == [1, 2]  # in the order the runs finished
+    assert all(thread.startswith("orch-provenance") for _run_id, thread in recorded)
