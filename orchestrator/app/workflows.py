@@ -71,14 +71,23 @@ def read_workflow(source: str | PathLike[str] | Mapping[str, Any], *, registry: 
     """Read a workflow file (or decoded document): ours of any readable version, or Scipion's
     exported workflow or template, converted. Nothing is created."""
     path = Path(source_name) if isinstance(source, Mapping) else Path(source)
-    document = dict(source) if isinstance(source, Mapping) else workflow.read_document(path)
+    description = ""
+    if isinstance(source, Mapping):
+        document: Any = dict(source)
+    elif path.name.endswith(".template"):  # a Scipion template: description lines, then JSON with ~fields~
+        from orchestrator.interop.scipion import load_scipion_file
+
+        scipion_file = load_scipion_file(path)
+        document, description = scipion_file.document, scipion_file.description
+    else:
+        document = workflow.read_document(path)
     source_format = "em-orchestrator"
     omitted: list[OmittedRun] = []
     notes: list[str] = []
     if not isinstance(document, dict) and _is_scipion(document):  # Scipion's files are lists of protocols
         from orchestrator.interop.scipion import convert_scipion_workflow
 
-        conversion = convert_scipion_workflow(document, path, registry or discover())
+        conversion = convert_scipion_workflow(document, path, registry or discover(), description=description)
         document, source_format, notes = conversion.workflow, "scipion", list(conversion.notes)
         omitted = [OmittedRun(str(item.scipion_id), item.label, item.class_name, item.reason)
                    for item in conversion.omitted]

@@ -110,17 +110,21 @@ def load_workflow(path: Path | str) -> Workflow:
 
 def read_document(path: Path) -> Any:
     """The decoded JSON of a workflow file (ours or another tool's), errors naming the file."""
+    return decode_json(read_text_file(path), path)
+
+
+def read_text_file(path: Path, what: str = "workflow file") -> str:
+    """The text of a workflow file; WorkflowError naming it when it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise WorkflowError(f"{path}: no such workflow file") from None
+        raise WorkflowError(f"{path}: no such {what}") from None
     except IsADirectoryError:
-        raise WorkflowError(f"{path}: is a folder, not a workflow file") from None
+        raise WorkflowError(f"{path}: is a folder, not a {what}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise WorkflowError(f"{path}: cannot read the workflow file ({exc})") from None
+        raise WorkflowError(f"{path}: cannot read the {what} ({exc})") from None
     except ValueError as exc:  # a NUL in the name
         raise WorkflowError(f"{str(path)!r}: not a valid file name ({exc})") from None
-    return _decode_json(text, path)
 
 
 class _NotJson(Exception):
@@ -151,7 +155,7 @@ def _float(text: str) -> float:
     return number
 
 
-def _decode_json(text: str, path: Path) -> Any:
+def decode_json(text: str, path: Path) -> Any:
     """Strict JSON with errors naming the file and line: no NaN, no endless digits or nesting."""
     try:
         return json.loads(text, parse_constant=_refuse_constant, parse_int=_int, parse_float=_float)
