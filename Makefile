@@ -26,13 +26,13 @@ demo: $(STAMP)
 	$(PY) examples/demo.py --project demo-project
 
 install-test: $(STAMP)
-	$(PIP) install -q -e '.[test,postgres]'
+	$(PIP) install -q -e '.[test,postgres,web]'
 	$(PIP) install -q -e tests/plugin_testkit
 
 SERVICES := postgres slurm sge sshd
 
 system-deps:
-	bash tests/infra/system-deps.sh postgres slurm slurm-accounting sge ssh relion
+	bash tests/infra/system-deps.sh postgres slurm slurm-accounting sge ssh relion browser
 
 infra-up: system-deps
 	@for s in $(SERVICES); do SLURM_ACCOUNTING=1 bash tests/infra/$$s.sh start || exit 1; done

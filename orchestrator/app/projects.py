@@ -7,7 +7,9 @@ turns them into records for the front ends.
 from __future__ import annotations
 
 import os
+import pwd
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from orchestrator.app.access import ProjectRef, ProjectTarget, load_project, project_store
@@ -84,6 +86,54 @@ def project_info(target: ProjectTarget) -> ProjectInfo:
         sets = store.list_sets()
         return ProjectInfo(project.name, project.path, store.where, len(runs), len(sets),
                            sum(item_set["size"] for item_set in sets))
+
+
+@dataclass(frozen=True)
+class ProjectOverview(Record):
+    """A project at a glance (the web's projects page): whose, how active, its runs by state."""
+
+    name: str
+    path: Path
+    owner: str
+    created_at: str
+    last_activity: datetime | None
+    runs_by_state: dict[str, int]
+
+
+def project_overview(target: ProjectTarget) -> ProjectOverview:
+    """Owner (of the folder), creation time, the time of the newest event, and runs per state."""
+    with project_store(target) as (project, store):
+        by_state: dict[str, int] = {}
+        for run in store.runs.list():
+            by_state[run.state] = by_state.get(run.state, 0) + 1
+        newest = store.events.list(after_id=max(store.events.last_id() - 1, 0), limit=1)
+        last = newest[0].time if newest else None
+    return ProjectOverview(project.name, project.path, _owner(project.path), project.created_at, last, by_state)
+
+
+def project_size(target: ProjectTarget) -> int:
+    """Bytes of the files in the project's folder (what it made and what users put there);
+    symbolic links are not followed. Reads every folder: call it apart from quick pages."""
+    project = load_project(target)
+    total = 0
+    for root, _dirs, files in os.walk(project.path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue  # removed while we walked
+    return total
+
+
+def _owner(path: Path) -> str:
+    try:
+        uid = path.stat().st_uid
+    except OSError:
+        return "?"
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def find_project(ref: ProjectRef) -> ProjectEntry:

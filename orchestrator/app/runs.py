@@ -9,6 +9,7 @@ project's scheduler detached unless asked not to (or wakes the one that runs).
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -109,6 +110,36 @@ def cancel_run(target: ProjectTarget, run_ref: int | str) -> CancelOutcome:
         killed = control.cancel_run(store, run.id)
         cancelled = [step.name for step in store.steps.list(run.id, [StepState.CANCELLED]) if step.id in unfinished]
     return CancelOutcome(run.id, run.name, cancelled, list(killed))
+
+
+@dataclass(frozen=True)
+class RunDeletion(Record):
+    """A deleted run, and whether its folder went with it."""
+
+    run_id: int
+    run_name: str
+    folder_removed: bool
+
+
+def delete_run(target: ProjectTarget, run_ref: int | str) -> RunDeletion:
+    """Delete a run that has ended and that no other run reads: its records and its run folder
+    (which only the orchestrator writes into). Refused, naming why, for a run still queued or
+    running, or one whose outputs other runs use."""
+    with project_store(target) as (project, store):
+        run = store.runs.get(run_ref)
+        if run.run_state in (RunState.QUEUED, RunState.RUNNING):
+            raise UsageError(f"run {run.name} is {run.state}: cancel it before deleting it")
+        consumers = [store.runs.get(run_id).name for run_id in store.runs.consumers(run.id)]
+        if consumers:
+            raise UsageError(f"run {run.name} cannot be deleted: run(s) {', '.join(consumers)} read its outputs; "
+                             "delete them first")
+        folder = project.run_dir(run.name)
+        store.runs.delete(run.id)
+    removed = False
+    if folder.is_dir() and folder.parent == project.runs_dir and not folder.is_symlink():
+        shutil.rmtree(folder)
+        removed = True
+    return RunDeletion(run.id, run.name, removed)
 
 
 def wait_for_runs(target: ProjectTarget, run_refs: Sequence[int | str], timeout_s: float | None = None, *,

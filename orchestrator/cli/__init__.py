@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "orchestrator.cli.logs_cmd",
     "orchestrator.cli.show_cmd",
     "orchestrator.cli.lineage_cmd",
+    "orchestrator.cli.export_cmd",
     "orchestrator.cli.workflow_cmd",
     "orchestrator.cli.replay_cmd",
     "orchestrator.cli.compare_cmd",
@@ -36,6 +37,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "orchestrator.cli.hosts_cmd",
     "orchestrator.cli.queue_cmd",
     "orchestrator.cli.transfer_cmd",
+    "orchestrator.cli.web_cmd",
 )
 
 EPILOG = """examples:

@@ -65,6 +65,11 @@ class EventLog(_Table):
             _event(conn, kind, run_id=run_id, step_id=step_id, state=state, host=host, job_id=job_id,
                    message=message)
 
+    def last_id(self) -> int:
+        """The newest event's id (0 for none): what a page following the project compares."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.max(_EVENTS.c.id))).scalar() or 0)
+
     def list(self, run_id: int | None = None, after_id: int = 0,
              limit: int | None = None) -> builtins.list[EventRecord]:
         query = select(_EVENTS).where(_EVENTS.c.id > after_id).order_by(_EVENTS.c.id)
@@ -154,6 +159,15 @@ class RunTable(_Table):
             rows = conn.execute(select(_PROVENANCE).where(_PROVENANCE.c.consumer_run_id == run_id)).mappings()
             return [InputLink(r["param"], r["producer_run_id"], r["output_name"]) for r in rows]
 
+    def links(self) -> builtins.list[tuple[int, InputLink]]:
+        """Every input link of the project's runs as (consumer run id, link), in one query (a
+        flowchart of a thousand runs)."""
+        query = (select(_PROVENANCE).join(_RUNS, _RUNS.c.id == _PROVENANCE.c.consumer_run_id)
+                 .where(_RUNS.c.project_id == self.project_id))
+        with self.engine.connect() as conn:
+            return [(r["consumer_run_id"], InputLink(r["param"], r["producer_run_id"], r["output_name"]))
+                    for r in conn.execute(query).mappings()]
+
     def consumers(self, run_id: int) -> builtins.list[int]:
         """Runs that read an output of ``run_id``."""
         with self.engine.connect() as conn:
@@ -242,3 +256,14 @@ class OutputTable(_Table):
         with self.engine.connect() as conn:
             return [OutputRecord.from_row(r) for r in conn.execute(
                 select(_OUTPUTS).where(_OUTPUTS.c.run_id == run_id).order_by(_OUTPUTS.c.id))]
+
+    def names_by_run(self) -> dict[int, builtins.list[tuple[str, str]]]:
+        """(name, type) of every output of the project's runs, by run id, in one query."""
+        query = (select(_OUTPUTS.c.run_id, _OUTPUTS.c.name, _OUTPUTS.c.type_name)
+                 .join(_RUNS, _RUNS.c.id == _OUTPUTS.c.run_id)
+                 .where(_RUNS.c.project_id == self.project_id).order_by(_OUTPUTS.c.id))
+        found: dict[int, builtins.list[tuple[str, str]]] = {}
+        with self.engine.connect() as conn:
+            for run_id, name, type_name in conn.execute(query):
+                found.setdefault(run_id, []).append((name, type_name))
+        return found

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages that the tests need, only those missing.
-#   system-deps.sh [GROUP...]     groups: postgres slurm slurm-accounting sge ssh relion all
+#   system-deps.sh [GROUP...]     groups: postgres slurm slurm-accounting sge ssh relion browser all
 #                                 (default: postgres; `all` is every group)
 # A second run costs one `dpkg -s` per group; apt-get update runs only when something is missing.
 set -euo pipefail
@@ -14,8 +14,9 @@ declare -A GROUP_PACKAGES=(
   [sge]="gridengine-master gridengine-exec gridengine-client"
   [ssh]="openssh-server openssh-client rsync"
   [relion]="relion openmpi-bin ghostscript"
+  [browser]="chromium fonts-dejavu-core"
 )
-ALL_GROUPS="postgres slurm slurm-accounting sge ssh relion"
+ALL_GROUPS="postgres slurm slurm-accounting sge ssh relion browser"
 
 groups=("$@")
 [ ${#groups[@]} -gt 0 ] || groups=(postgres)
