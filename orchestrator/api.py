@@ -26,6 +26,7 @@ from typing import Any
 from orchestrator.app.access import OpenProject, ProjectRef, ProjectTarget, load_project, open_project
 from orchestrator.app.errors import SchedulerBusyError, http_status
 from orchestrator.app.events import EventInfo, follow_events, list_events
+from orchestrator.app.exports import CrateExport, EmdbExport, export_crate, export_emdb
 from orchestrator.app.hosts import HostCheck, HostList, HostSummary, check_host, list_hosts, show_host
 from orchestrator.app.logs import LogChunk, RunEnded, RunLogs, StepLog, follow_logs, read_logs
 from orchestrator.app.outputs import get_output, list_outputs
@@ -88,7 +89,7 @@ from orchestrator.provenance.lineage import LineageNode
 
 __all__ = [
     "CancelOutcome", "CreatedProject", "ImportOutcome", "ReplayReport", "WorkflowPlan", "compare", "export_workflow",
-    "import_workflow", "read_workflow", "replay_project",
+    "import_workflow", "read_workflow", "replay_project", "CrateExport", "EmdbExport", "export_crate", "export_emdb",
     "EventInfo", "HostCheck", "HostList", "HostSummary", "LineageNode", "LogChunk",
     "NotFoundError", "OpenProject", "OrchestratorError", "OutputInfo", "PluginDetail", "PluginInfo", "Project",
     "ProjectDeletion", "ProjectEntry", "ProjectInfo", "ProjectRef", "ProjectStatus", "ProjectTarget", "ProtocolInfo",

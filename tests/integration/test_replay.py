@@ -162,3 +162,25 @@ def test_compare_names_a_changed_input_file(variants: Project, capsys: pytest.Ca
     out = capsys.readouterr().out
     assert "raw file raw/movie_0002.mrcs" in out and "differ" in out
     assert main(["compare", str(variants.path), "ctffind", "ctffind", "--against", str(variants.path)]) == 0
+
+
+def test_a_replay_on_another_host_gives_the_same_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs made on the local host, replayed on the SLURM cluster (pilots): seeded, so identical."""
+    from infra.services import require_service
+
+    for key, value in require_service("slurm").items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("ORCH_HOSTS", str(ROOT / "hosts" / "ci-test.toml"))
+    project = Project.create(tmp_path / "local")
+    with project.open_store() as store:
+        registry = discover()
+        planner.create_run(store, project, registry, "testkit.produce", {"count": 3, "size": 2048, "seed": 5},
+                           name="produce")
+        planner.create_run(store, project, registry, "testkit.chain", {"source": "produce.files"}, name="derive")
+    assert daemon.serve(project, idle_exit_s=0.5, workers=1) == 0
+    finished(project)
+    report = replay_project(project, tmp_path / "on-slurm", host="ci-slurm", timeout_s=300)
+    assert [run.replay_state for run in report.runs] == ["finished", "finished"], report.to_dict()
+    with Project.load(tmp_path / "on-slurm").open_store() as store:
+        assert {step.host for step in store.steps.list(store.runs.get("produce").id)} == {"ci-slurm"}
+    assert report.identical, json.dumps(report.to_dict(), indent=1)
