@@ -13,7 +13,9 @@ import pytest
 
 from orchestrator.app.workflows import import_workflow, read_workflow
 from orchestrator.cli import main
+from orchestrator.plugins import discover
 from orchestrator.project import Project
+from orchestrator.scheduler import planner
 from orchestrator.workflow import WorkflowError
 
 SCIPION = Path(__file__).resolve().parents[1] / "data" / "scipion"
@@ -40,6 +42,21 @@ def test_an_unmappable_protocol_is_left_out_and_said(project: Project) -> None:
                         start_scheduler=False)
     with project.open_store() as store:
         assert store.runs.list() == []  # nothing half-made
+        registry = discover()  # a picking run of the user's own, for the input crYOLO fed
+        planner.create_run(store, project, registry, "emtools.import_micrographs",
+                           {"files": "raw/*.mrcs", "pixel_size": 1.0}, name="mics")
+        planner.create_run(store, project, registry, "emtools.pick", {"micrographs": "mics.micrographs"},
+                           name="my_picks")
+    outcome = import_workflow(project, SCIPION / "unmappable_cryolo.json", start_scheduler=False,
+                              values={"import_movies.files": "raw/*.mrcs",
+                                      "particles_extraction.coordinates": "my_picks.coordinates"})
+    assert [run.name for run in outcome.runs] == [run["name"] for run in plan.runs]  # the rest is imported
+    assert [item.kind for item in outcome.omitted] == ["SphireProtCRYOLOPicking"]  # and the gap is said
+    with project.open_store() as store:
+        links = {link.param: link for link in store.runs.inputs(store.runs.get("particles_extraction").id)}
+        coordinates = links["coordinates"]
+        assert (store.runs.get(coordinates.producer_run_id).name, coordinates.output_name) == ("my_picks",
+                                                                                              "coordinates")
 
 
 def test_a_template_is_imported_with_its_fields_as_inputs(project: Project,
