@@ -33,7 +33,7 @@ def test_the_entry_point_gives_the_plugin_with_every_protocol() -> None:
     registry = discover()
     assert "emtools" in registry.plugins, registry.failures
     assert {p.name for p in registry.plugin("emtools").protocols} == {p.name for p in PROTOCOLS}
-    assert len(plugin.protocols) == 12
+    assert len(plugin.protocols) == 13  # with select_classes
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS, ids=lambda p: p.name)
