@@ -55,6 +55,7 @@ lint: install-test
 
 bench-quick: $(STAMP)
 	$(PY) bench/sets.py --quick
+	$(PY) bench/web.py --quick
 
 clean:
 	rm -rf $(VENV) demo-project .infra

@@ -94,10 +94,14 @@ def follow_logs(target: ProjectTarget, run_ref: int | str, step: str | None = No
             if step is None:
                 for record in store.steps.list(run.id):
                     tails.setdefault(record.name, _LogTail(step_log_path(project, run.name, record.name)))
+            more = False
             for name, tail in tails.items():
                 text = tail.read_new(final=final)
                 if text:
                     yield LogChunk(name, text)
+                more = more or tail.more
+            if more:
+                continue  # a log grew faster than one read: read on before looking at the run again
             if final:
                 yield RunEnded(run.name, current.state)
                 return
@@ -122,24 +126,32 @@ def _steps(steps: Sequence[StepRecord], run: RunRecord, name: str | None) -> lis
     return ordered if name is None else [find_step(run, ordered, name)]
 
 
+#: the most one look at a log reads: a follower of a 100 MB log holds this much, not the log
+MAX_READ = 1 << 20
+
+
 @dataclass
 class _LogTail:
-    """A log file read from where the last read stopped; only whole lines until ``final``."""
+    """A log file read from where the last read stopped, at most :data:`MAX_READ` at a time;
+    only whole lines until ``final`` (or a line longer than a read). ``more`` tells whether the
+    file held more than one read took."""
 
     path: Path
     offset: int = 0
     pending: bytes = field(default=b"")
+    more: bool = False
 
     def read_new(self, final: bool = False) -> str:
         try:
             with open(self.path, "rb") as handle:
                 handle.seek(self.offset)
-                data = handle.read()
+                data = handle.read(MAX_READ)
+                self.more = len(data) == MAX_READ
         except FileNotFoundError:
-            data = b""
+            data, self.more = b"", False
         self.offset += len(data)
         data = self.pending + data
-        if final:
+        if (final and not self.more) or len(data) >= MAX_READ:
             self.pending = b""
         else:
             cut = data.rfind(b"\n") + 1

@@ -34,6 +34,10 @@ async def orchestrator_error(request: Request, exc: Exception) -> Response:
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return _error(request, 404, f"there is no page at {request.url.path}")
+    if exc.status_code == 405:
+        return _error(request, 405, f"{request.method} is not how {request.url.path} is used")
     return _error(request, exc.status_code, exc.detail or "error")
 
 

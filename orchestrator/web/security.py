@@ -16,6 +16,7 @@ import hmac
 import secrets
 from urllib.parse import quote
 
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -46,6 +47,10 @@ class GuardMiddleware:
         self.allowed_hosts = allowed_hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # no route takes one yet: refused unless logged in from here
+            if not self._host_allowed(Headers(scope=scope).get("host", "")) or not scope.get("session", {}).get("user"):
+                await send({"type": "websocket.close", "code": 1008})
+                return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -56,10 +61,13 @@ class GuardMiddleware:
             return
         await self.app(scope, receive, send)
 
+    def _host_allowed(self, host: str) -> bool:
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host  # name[:port], [::1][:port]
+        return name in self.allowed_hosts
+
     async def _refusal(self, request: Request) -> Response | None:
         host = request.headers.get("host", "")
-        host = host.rsplit(":", 1)[0] if not host.endswith("]") else host  # name[:port], [::1][:port]
-        if host not in self.allowed_hosts:
+        if not self._host_allowed(host):
             return PlainTextResponse(f"host {host!r} is not served here", status_code=400)
         path = request.url.path
         if path.startswith(OPEN_PATHS):

@@ -28,7 +28,11 @@ def check_port(settings: WebSettings) -> None:
                              "choose another with --port") from None
 
 
-def serve(settings: WebSettings, announce: Callable[[str], None] = print) -> None:
+def _say(line: str) -> None:
+    print(line, flush=True)  # read by whoever started us, through a pipe
+
+
+def serve(settings: WebSettings, announce: Callable[[str], None] = _say) -> None:
     """Run the server until interrupted."""
     import uvicorn
 

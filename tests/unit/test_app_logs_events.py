@@ -118,3 +118,16 @@ def test_follow_events_ends_with_the_runs_last_event(project: Project) -> None:
     writer.join()
     assert [(e.step, e.state) for e in followed[-2:]] == [("a", "finished"), (None, "finished")]
     assert [e.id for e in followed] == [e.id for e in events.list_events(project.path, "nap")]
+
+
+def test_a_big_log_is_followed_a_bounded_read_at_a_time(project: Project) -> None:
+    """A follower holds about one read (1 MiB) of a log, however big, and loses nothing."""
+    make_run(project, "big", {"a": StepState.FINISHED}, RunState.FINISHED)
+    line = "x" * 99 + "\n"
+    text = line * 35_000 + "no newline at the end"  # 3.5 MB
+    write_log(project, "big", "a", text)
+    chunks = list(logs.follow_logs(project.path, "big", "a"))
+    assert chunks[-1] == logs.RunEnded("big", "finished")
+    pieces = [chunk.text for chunk in chunks[:-1]]
+    assert "".join(pieces) == text
+    assert len(pieces) >= 4 and max(len(piece) for piece in pieces) <= 2 * logs.MAX_READ

@@ -102,3 +102,18 @@ def test_the_project_page_and_graph(settings: WebSettings) -> None:
     assert page.status_code == 200 and "Select a run" in page.text
     graph = web.get("/p/proj/graph.json").json()
     assert graph["project"] == "proj" and graph["runs"] == [] and graph["edges"] == []
+
+
+def test_a_websocket_is_refused_without_a_login(settings: WebSettings) -> None:
+    from starlette.websockets import WebSocketDisconnect
+
+    web = client(settings)
+    with pytest.raises(WebSocketDisconnect), web.websocket_connect("/p/proj/live") as socket:
+        socket.receive_text()
+
+
+def test_an_unknown_page_says_so_once(settings: WebSettings) -> None:
+    web, _csrf = logged_in(settings)
+    answer = web.get("/no/such/page")
+    assert answer.status_code == 404 and "there is no page at /no/such/page" in answer.text
+    assert answer.text.count("Not Found") == 0

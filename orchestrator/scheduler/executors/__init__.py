@@ -15,6 +15,7 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.hosts.config.loader import load_hosts
 from orchestrator.hosts.config.model import HostConfig, HostKind
 from orchestrator.scheduler.executors.base import ExecutorFactory, HostExecutor, HostUnusable
+from orchestrator.scheduler.live_hosts import LiveHostsRecorder
 from orchestrator.store import ProjectStore
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class HostExecutors:
         self.store = store
         self._executors: dict[str, HostExecutor] = {local.name: local}
         self._factories = factories if factories is not None else default_factories(project_dir, store)
+        self._live = LiveHostsRecorder(project_dir)  # the dashboards' ports and pilots, for the web interface
 
     def get(self, host_name: str) -> HostExecutor:
         """The executor of ``host_name`` (HostUnusable with the reason when there can be none)."""
@@ -59,6 +61,7 @@ class HostExecutors:
     def tick(self) -> None:
         for executor in self._executors.values():
             executor.tick()
+        self._live.note(dict(self._executors))
 
     def close(self, keep: str | None = None) -> None:
         """Close every executor but ``keep``."""
