@@ -128,6 +128,12 @@ class Param:
     is required unless ``optional`` (then its value may be None). ``condition`` makes the
     param apply only sometimes: when it is false the param is ignored (its default is used
     and it is not validated). ``validators`` are extra checks on the typed value.
+
+    Two hints for forms, which change nothing in validation: ``section`` groups the param
+    with others under a heading (empty: the form's default group), and ``wizard`` names a
+    helper that lets the user choose the value by eye on a sample of the data
+    (``"particle_diameter"``, ``"box_size"``, ``"pick_threshold"``, ``"mask_diameter"``,
+    ``"lowpass"``: see :mod:`orchestrator.web.wizards`).
     """
 
     name: str
@@ -138,6 +144,8 @@ class Param:
     condition: Condition | None = None
     validators: Sequence[Validator] = ()
     optional: bool = False
+    section: str = ""
+    wizard: str | None = None
 
     kind: ClassVar[str] = "any"
 
@@ -198,6 +206,11 @@ class Param:
             "optional": self.optional,
             "condition": condition,
         }
+        # only when set: a declaration without form hints describes itself as it always did
+        if self.section:
+            data["section"] = self.section
+        if self.wizard:
+            data["wizard"] = self.wizard
         data.update(self._describe_extra())
         return data
 

@@ -135,17 +135,20 @@ class Pick(Protocol):
     citations = [VOSS_2009, ROSEMAN_2003]
     params = [
         PointerParam("micrographs", type_name="SetOfMicrographs", help="Micrographs, e.g. ctffind.micrographs."),
-        EnumParam("method", choices=("blob", "template"), default="blob", help="Picker."),
-        FloatParam("particle_diameter", default=150.0, min=1.0, help="Particle diameter in Å."),
+        EnumParam("method", choices=("blob", "template"), default="blob", help="Picker.", section="Picker"),
+        FloatParam("particle_diameter", default=150.0, min=1.0, help="Particle diameter in Å.", section="Picker",
+                   wizard="particle_diameter"),
         PointerParam("templates", type_name="SetOfClasses2D", condition="method == 'template'",
-                     help="2D class averages to use as templates, e.g. classify2d.classes."),
+                     help="2D class averages to use as templates, e.g. classify2d.classes.", section="Picker"),
         FloatParam("angle_step", default=15.0, min=1.0, condition="method == 'template'",
-                   help="In-plane rotation step of the templates, in degrees."),
-        FloatParam("threshold_sigma", default=3.0, help="Score threshold in robust standard deviations."),
+                   help="In-plane rotation step of the templates, in degrees.", section="Picker"),
+        FloatParam("threshold_sigma", default=3.0, help="Score threshold in robust standard deviations.",
+                   section="Selection", wizard="pick_threshold"),
         FloatParam("min_distance", default=0.0, min=0.0,
-                   help="Smallest distance between picks in Å (0: the particle diameter)."),
-        IntParam("max_picks", default=0, min=0, help="Keep at most this many picks per micrograph (0: all)."),
-        IntParam("batch_size", default=4, min=1, help=_BATCH_HELP),
+                   help="Smallest distance between picks in Å (0: the particle diameter).", section="Selection"),
+        IntParam("max_picks", default=0, min=0, help="Keep at most this many picks per micrograph (0: all).",
+                 section="Selection"),
+        IntParam("batch_size", default=4, min=1, help=_BATCH_HELP, section="Compute"),
     ]
     outputs = {"coordinates": "SetOfCoordinates"}
 
@@ -181,7 +184,8 @@ class Extract(Protocol):
         PointerParam("coordinates", type_name="SetOfCoordinates", help="Picks, e.g. pick.coordinates."),
         PointerParam("micrographs", type_name="SetOfMicrographs", optional=True,
                      help="Micrographs to extract from (default: the ones the coordinates were picked on)."),
-        IntParam("box_size", default=64, min=8, help="Box in micrograph pixels (a multiple of bin_factor)."),
+        IntParam("box_size", default=64, min=8, help="Box in micrograph pixels (a multiple of bin_factor).",
+                 wizard="box_size"),
         IntParam("bin_factor", default=1, min=1, help="Fourier binning of the boxes."),
         BoolParam("invert_contrast", default=True, help="Make dark particles white (as references are)."),
         BoolParam("normalize", default=True, help="Background mean 0, standard deviation 1."),

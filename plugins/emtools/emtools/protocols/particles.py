@@ -59,7 +59,8 @@ class Classify2D(Protocol):
         IntParam("iterations", default=10, min=1, help="Iterations at most (stops earlier once stable)."),
         FloatParam("angle_step", default=15.0, min=1.0, help="In-plane angular step in degrees."),
         FloatParam("max_shift", default=12.0, min=0.0, help="Largest translation searched, in Å."),
-        FloatParam("mask_diameter", default=0.0, min=0.0, help="Circular mask in Å (0: 84 % of the box)."),
+        FloatParam("mask_diameter", default=0.0, min=0.0, help="Circular mask in Å (0: 84 % of the box).",
+                   wizard="mask_diameter"),
         IntParam("seed", default=0, help="Seed of the initial random classes."),
         BoolParam("use_gpu", default=False, help=_GPU_HELP),
     ]
@@ -98,7 +99,8 @@ class Reconstruct(Protocol):
     params = [
         PointerParam("particles", type_name="SetOfParticles", help="Particles with angles, e.g. refine3d.particles."),
         FloatParam("regularisation", default=0.01, min=0.0, help="Wiener term, relative to each shell's mean weight."),
-        FloatParam("mask_diameter", default=0.0, min=0.0, help="Mask of the half-map FSC in Å (0: 84 % of the box)."),
+        FloatParam("mask_diameter", default=0.0, min=0.0, help="Mask of the half-map FSC in Å (0: 84 % of the box).",
+                   wizard="mask_diameter"),
         IntParam("seed", default=0, help="Seed of the half sets when the particles have none."),
         IntParam("batch_size", default=500, min=1, help="Particles per insertion step."),
         BoolParam("use_gpu", default=False, help=_GPU_HELP),
@@ -147,13 +149,15 @@ class Refine3D(Protocol):
     params = [
         PointerParam("particles", type_name="SetOfParticles", help="Particles, e.g. extract.particles."),
         PointerParam("initial_model", type_name="Volume", help="Starting map at the particles' box and pixel size."),
-        FloatParam("initial_lowpass", default=30.0, min=1.0, help="Low-pass of the initial model, in Å."),
+        FloatParam("initial_lowpass", default=30.0, min=1.0, help="Low-pass of the initial model, in Å.",
+                   wizard="lowpass"),
         FloatParam("global_step", default=15.0, min=0.5, help="Angular step of the global search, in degrees."),
         IntParam("global_iterations", default=2, min=0, help="Iterations of global search before local ones."),
         FloatParam("min_step", default=1.875, min=0.1, help="Finest angular step of the local search, in degrees."),
         FloatParam("max_shift", default=12.0, min=0.0, help="Largest origin searched, in Å."),
         IntParam("max_iterations", default=10, min=1, help="Iterations at most."),
-        FloatParam("mask_diameter", default=0.0, min=0.0, help="Spherical mask in Å (0: 84 % of the box)."),
+        FloatParam("mask_diameter", default=0.0, min=0.0, help="Spherical mask in Å (0: 84 % of the box).",
+                   wizard="mask_diameter"),
         IntParam("seed", default=0, help="Seed of the random split into half sets."),
         BoolParam("use_gpu", default=False, help=_GPU_HELP),
     ]
@@ -200,7 +204,8 @@ class Fsc(Protocol):
                      help="Map to compare with, e.g. simulate.volume (the ground truth)."),
         PathParam("reference_file", optional=True, must_exist=True, path_type="file",
                   help="An MRC map to compare with (relative to the project), when it is no run's output."),
-        FloatParam("mask_diameter", default=0.0, min=0.0, help="Soft spherical mask in Å (0: 84 % of the box)."),
+        FloatParam("mask_diameter", default=0.0, min=0.0, help="Soft spherical mask in Å (0: 84 % of the box).",
+                   wizard="mask_diameter"),
         FloatParam("pixel_size", default=0.0, min=0.0, help="Pixel size in Å when the map header lacks it."),
     ]
     outputs = {"fsc": "FSC"}
