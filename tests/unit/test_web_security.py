@@ -117,3 +117,21 @@ def test_an_unknown_page_says_so_once(settings: WebSettings) -> None:
     answer = web.get("/no/such/page")
     assert answer.status_code == 404 and "there is no page at /no/such/page" in answer.text
     assert answer.text.count("Not Found") == 0
+
+
+def test_a_run_action_answers_in_place_and_as_a_toast(settings: WebSettings, project: Project) -> None:
+    import json
+
+    from lifecycle_helpers import put_run
+
+    from orchestrator.store import RunState
+
+    with project.open_store() as store:
+        run = store.runs.create("testkit.noop", {"count": 1}, name="old")
+        put_run(store, run.id, RunState.FAILED, error="gone wrong")
+    web, csrf = logged_in(settings)
+    answer = web.post(f"/p/proj/runs/{run.id}/delete", headers={"X-CSRF-Token": csrf, "HX-Request": "true"})
+    assert answer.status_code == 200 and "deleted run old" in answer.text
+    assert json.loads(answer.headers["HX-Trigger"]) == {"orchToast": "deleted run old"}
+    with project.open_store() as store:
+        assert [r.name for r in store.runs.list()] == []

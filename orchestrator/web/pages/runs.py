@@ -113,7 +113,10 @@ async def action(request: Request) -> Response:
         message = f"deleted run {deleted.run_name}" + (" and its folder" if deleted.folder_removed else "")
     else:
         raise UsageError(f"no action {verb!r}: cancel, restart or delete")
-    return page(request, "fragments/notice.html", message=message)
+    response = page(request, "fragments/notice.html", message=message)
+    # also as a toast: the panel reloads when the run's state changes, which replaces the notice
+    response.headers["HX-Trigger"] = json.dumps({"orchToast": message})
+    return response
 
 
 ROUTES = [

@@ -11,6 +11,7 @@
     box._timer = setTimeout(function () { box.classList.remove("show"); }, 2200);
   }
   window.orchToast = toast;
+  document.addEventListener("orchToast", function (event) { toast(event.detail.value || String(event.detail)); });
 
   document.addEventListener("click", function (event) {
     var copy = event.target.closest("[data-copy]");
