@@ -22,6 +22,7 @@ SMALL = {"simulate": {"n_micrographs": 2, "particles_per_micrograph": 30, "frame
          "classify2d": {"n_classes": 2, "iterations": 2},
          "refine3d": {"max_iterations": 2, "global_iterations": 1}}
 PIPELINE_TIMEOUT_S = 240
+ALL_IMAGES_SHOWN = "[...document.images].every(i => i.complete && i.naturalWidth > 0)"
 
 
 def demo_runs() -> list[dict[str, Any]]:
@@ -83,16 +84,16 @@ def test_the_demo_pipeline_from_its_forms_to_the_viewers(logged_in: Any, web_env
 
     with_defocus = _particle_set(folder)
     page.goto(f"/p/demo/sets/{with_defocus}?sort=defocus_u&order=desc")
-    page.wait_for_function("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function(f"() => {ALL_IMAGES_SHOWN}")
     assert page.locator("select[name=sort]").input_value() == "defocus_u"
     shot("particles-by-defocus")
 
     page.goto("/p/demo/runs/classify2d/classes")
-    page.wait_for_function("() => [...document.images].length > 0 && [...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function(f"() => [...document.images].length > 0 && {ALL_IMAGES_SHOWN}")
     shot("class-averages")
 
     page.goto("/p/demo/runs/refine3d/volume/volume")
-    page.wait_for_function("() => [...document.images].length >= 4 && [...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function(f"() => [...document.images].length >= 4 && {ALL_IMAGES_SHOWN}")
     shot("volume-slices")
 
     page.goto("/p/demo/runs/fsc/plots")
