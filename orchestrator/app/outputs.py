@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from orchestrator.app.access import ProjectTarget, project_store
-from orchestrator.app.records import OutputInfo
+from orchestrator.app.records import OutputInfo, Record
+
+
+@dataclass(frozen=True)
+class InputInfo(Record):
+    """One input of a run: its param, and the run and output it reads (with that run's state)."""
+
+    param: str
+    run_id: int
+    run: str
+    output: str
+    state: str
 
 
 def list_outputs(target: ProjectTarget, run_ref: int | str) -> list[OutputInfo]:
@@ -18,3 +31,14 @@ def get_output(target: ProjectTarget, run_ref: int | str, name: str) -> OutputIn
     with project_store(target) as (_project, store):
         run = store.runs.get(run_ref)
         return OutputInfo.of(store.outputs.get(run.id, name))
+
+
+def run_inputs(target: ProjectTarget, run_ref: int | str) -> list[InputInfo]:
+    """The outputs of other runs that a run reads, one per input param."""
+    with project_store(target) as (_project, store):
+        run = store.runs.get(run_ref)
+        inputs = []
+        for link in store.runs.inputs(run.id):
+            producer = store.runs.get(link.producer_run_id)
+            inputs.append(InputInfo(link.param, producer.id, producer.name, link.output_name, producer.state))
+        return inputs

@@ -94,3 +94,17 @@ def test_a_set_of_another_project_in_the_same_database_is_not_found(tmp_path: Pa
     assert sets.list_sets(other.path) == []
     with pytest.raises(NotFoundError, match=f"set {set_id} does not exist in this project"):
         sets.query_set(other.path, set_id)
+
+
+def test_run_inputs_name_the_runs_and_outputs_read(project: Project) -> None:
+    from orchestrator.plugins import discover
+    from orchestrator.scheduler import planner
+
+    with project.open_store() as store:
+        registry = discover()
+        produce = planner.create_run(store, project, registry, "testkit.produce", {"count": 1}, name="produce")
+        planner.create_run(store, project, registry, "testkit.chain", {"source": "produce.files"}, name="derive")
+    (link,) = outputs.run_inputs(project.path, "derive")
+    assert link.to_dict() == {"param": "source", "run_id": produce.id, "run": "produce", "output": "files",
+                              "state": "queued"}
+    assert outputs.run_inputs(project.path, "produce") == []

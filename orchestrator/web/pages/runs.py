@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from orchestrator.app import runs as app_runs
 from orchestrator.app.logs import LogChunk, RunEnded, follow_logs
+from orchestrator.app.outputs import run_inputs
 from orchestrator.app.plugins import describe_protocol
 from orchestrator.app.provenance import output_lineage, run_provenance
 from orchestrator.app.status import run_status
@@ -30,19 +31,6 @@ TAB_LABELS = {"summary": "Summary", "io": "Inputs & outputs", "steps": "Steps", 
 def _run_ref(request: Request) -> int | str:
     ref = request.path_params["run"]
     return int(ref) if ref.isdigit() else ref
-
-
-def _inputs(folder: Path, run_ref: int | str) -> list[dict[str, Any]]:
-    from orchestrator.app.access import project_store
-
-    with project_store(folder) as (_project, store):
-        run = store.runs.get(run_ref)
-        links = []
-        for link in store.runs.inputs(run.id):
-            producer = store.runs.get(link.producer_run_id)
-            links.append({"param": link.param, "run": producer.name, "run_id": producer.id,
-                          "output": link.output_name, "state": producer.state})
-        return links
 
 
 async def run_panel(request: Request) -> Response:
@@ -61,7 +49,7 @@ async def run_tab(request: Request) -> Response:
     status = await run_in_threadpool(run_status, folder, ref)
     context: dict[str, Any] = {"project": status.project, "run": status.run}
     if tab == "io":
-        context["inputs"] = await run_in_threadpool(_inputs, folder, ref)
+        context["inputs"] = await run_in_threadpool(run_inputs, folder, ref)
     elif tab == "citations":
         context["protocol"] = await run_in_threadpool(describe_protocol, status.run.protocol)
     elif tab == "provenance":
