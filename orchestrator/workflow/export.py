@@ -195,15 +195,9 @@ def _is_local_path(declaration: Param | None, value: Any, project_dir: Path) -> 
     if value.startswith(("/", "~")):
         return True
     try:
-        return any(True for _ in _first(project_dir.glob(value)))
+        return next(iter(project_dir.glob(value)), None) is not None  # one match is enough
     except (ValueError, NotImplementedError, OSError):  # not a pattern pathlib accepts
         return False
-
-
-def _first(paths: Iterable[Path]) -> Iterable[Path]:
-    for path in paths:
-        yield path
-        return
 
 
 def _absolute(value: str, project_dir: Path) -> str:

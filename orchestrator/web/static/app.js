@@ -11,6 +11,16 @@
     box._timer = setTimeout(function () { box.classList.remove("show"); }, 2200);
   }
   window.orchToast = toast;
+
+  /* fn, called once calls have stopped for ms (a field's checks while the user types) */
+  window.orchDebounce = function (fn, ms) {
+    var timer = null;
+    return function () {
+      var args = arguments;
+      clearTimeout(timer);
+      timer = setTimeout(function () { fn.apply(null, args); }, ms);
+    };
+  };
   document.addEventListener("orchToast", function (event) { toast(event.detail.value || String(event.detail)); });
 
   document.addEventListener("click", function (event) {

@@ -7,14 +7,7 @@
 
   function form() { return document.getElementById("run-form"); }
 
-  function debounce(fn, ms) {
-    var timer = null;
-    return function () {
-      var args = arguments;
-      clearTimeout(timer);
-      timer = setTimeout(function () { fn.apply(null, args); }, ms);
-    };
-  }
+  var debounce = window.orchDebounce;
 
   var current = null;          /* the open wizard: {param, kind, sample, panel, data, redraw} */
   var placeholder = null;      /* what the dock showed before a wizard opened */

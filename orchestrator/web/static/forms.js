@@ -11,14 +11,7 @@
 
   function form() { return document.getElementById("run-form"); }
 
-  function debounce(fn, ms) {
-    var timer = null;
-    return function () {
-      var args = arguments;
-      clearTimeout(timer);
-      timer = setTimeout(function () { fn.apply(null, args); }, ms);
-    };
-  }
+  var debounce = window.orchDebounce;
 
   /* a field's typed value as conditions read it: undefined when it cannot be told yet */
   function typedValue(wrapper, params) {
